@@ -1,0 +1,654 @@
+"""The blob and manifest store, laid out exactly as Ollama's ``~/.ollama/models``.
+
+::
+
+    <root>/blobs/sha256-<64 hex>                          content-addressed, verified, written atomically
+    <root>/manifests/<host>/<namespace>/<model>/<tag>     manifest JSON
+
+Every path is built from a validated :class:`ModelName` or digest and checked to lie inside the root, so no name
+or digest that arrives over the API can reach another file (CVE-2024-37032). Blobs are written to a temporary file,
+hashed as they are written, fsynced and renamed; a manifest is written only after every blob it names is present
+with the right size, so an interrupted pull, create or crash never leaves a manifest that points at a missing or
+partial blob. Error messages name models and digests, never filesystem paths (CVE-2024-39719 leaked them).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import stat
+import threading
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from .manifest import Manifest, ManifestError
+from .names import InvalidModelName, ModelName, parse_name
+
+log = logging.getLogger(__name__)
+
+DIGEST_RE = re.compile(r"sha256[:-]([0-9a-fA-F]{64})")  # always used with fullmatch: "$" would allow "\n"
+_DIGEST_ANYWHERE_RE = re.compile(r"sha256[:-]([0-9a-fA-F]{64})")
+MAX_MANIFEST_BYTES = 4 << 20  # real manifests are a few kilobytes; refuse to slurp anything huge
+_CHUNK = 1 << 20
+_TMP_PREFIX = ".tmp-"  # never a valid digest or name part, so Ollama's prune and ours both recognise leftovers
+
+
+class StoreError(Exception):
+    """A store operation failed; the message is safe to show to an API client."""
+
+
+class ModelNotFound(StoreError, LookupError):
+    def __init__(self, name: str | ModelName) -> None:
+        shown = name.display_shortest() if isinstance(name, ModelName) else name
+        super().__init__(f"model '{shown}' not found")
+        self.name = shown
+
+
+class InvalidDigest(StoreError, ValueError):
+    def __init__(self, digest: object = None) -> None:
+        super().__init__("invalid digest format")
+        self.digest = digest
+
+
+class DigestMismatch(StoreError):
+    def __init__(self, expected: str, got: str) -> None:
+        super().__init__(f'digest mismatch, expected "{expected}", got "{got}"')
+        self.expected = expected
+        self.got = got
+
+
+class MissingBlob(StoreError):
+    """A manifest names a blob that is absent or has the wrong size."""
+
+
+class CorruptManifest(StoreError):
+    """A manifest file (or manifest bytes handed in) that does not parse."""
+
+
+def canonical_digest(digest: str) -> str:
+    """``sha256:<lowercase hex>`` for any accepted spelling (``sha256:`` or ``sha256-``, any hex case)."""
+    match = DIGEST_RE.fullmatch(digest) if isinstance(digest, str) else None
+    if match is None:
+        raise InvalidDigest(digest)
+    return "sha256:" + match.group(1).lower()
+
+
+@dataclass(frozen=True)
+class ManifestRecord:
+    """A manifest as found on disk, with what /api/tags reports about it."""
+
+    name: ModelName
+    manifest: Manifest
+    raw: bytes
+    digest: str  # hex sha256 of the manifest file bytes, no prefix (Ollama's model "ID")
+    size: int  # layers plus config
+    modified_at: datetime  # manifest file mtime, timezone-aware (local zone, as Go reports it)
+
+
+@dataclass
+class PruneResult:
+    removed_blobs: list[str] = field(default_factory=list)
+    removed_dirs: int = 0
+    skipped: bool = False
+    reason: str = ""
+
+
+def _inside(base: Path, path: Path) -> bool:
+    b, p = os.path.normpath(base), os.path.normpath(path)
+    return p != b and os.path.commonpath([b, p]) == b
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _oserror(action: str, exc: OSError) -> StoreError:
+    return StoreError(f"{action}: {exc.strerror or exc.__class__.__name__}")
+
+
+def _referenced_in(raw: bytes) -> set[str]:
+    """Digests a manifest references; for bytes that do not parse, every digest-shaped string (conservative)."""
+    try:
+        return {canonical_digest(layer.digest) for layer in Manifest.parse(raw).blobs()}
+    except ManifestError:
+        text = raw.decode("utf-8", "replace")
+        return {"sha256:" + m.lower() for m in _DIGEST_ANYWHERE_RE.findall(text)}
+
+
+class Store:
+    """An Ollama-compatible model store rooted at ``root`` (``$OLLAMA_MODELS``); safe to share between threads."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(os.path.abspath(root))
+        self.blobs_dir = self.root / "blobs"
+        self.manifests_dir = self.root / "manifests"
+        self._lock = threading.RLock()
+
+    # ----------------------------------------------------------------------------------------------- blobs
+
+    def blob_path(self, digest: str) -> Path:
+        """``blobs/sha256-<hex>`` for a digest matching ``^sha256[:-][0-9a-fA-F]{64}$``; anything else is refused."""
+        hex_part = canonical_digest(digest)[len("sha256:") :]
+        path = self.blobs_dir / f"sha256-{hex_part}"
+        if not _inside(self.blobs_dir, path):  # cannot happen for a validated digest; kept as a second lock
+            raise InvalidDigest(digest)
+        return path
+
+    def has_blob(self, digest: str) -> bool:
+        return self.blob_path(digest).is_file()
+
+    def blob_size(self, digest: str) -> int | None:
+        try:
+            st = os.stat(self.blob_path(digest))
+        except OSError:
+            return None
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
+
+    def read_blob(self, digest: str, max_bytes: int = 16 << 20) -> bytes:
+        """A small blob's bytes (template, system, params, license, messages, config)."""
+        path = self.blob_path(digest)
+        try:
+            with open(path, "rb") as f:
+                data = f.read(max_bytes + 1)
+        except FileNotFoundError:
+            raise MissingBlob(f"blob {canonical_digest(digest)} is missing") from None
+        except OSError as exc:
+            raise _oserror(f"cannot read blob {canonical_digest(digest)}", exc) from None
+        if len(data) > max_bytes:
+            raise StoreError(f"blob {canonical_digest(digest)} is larger than {max_bytes} bytes")
+        return data
+
+    def _tmp_path(self, directory: Path, kind: str) -> Path:
+        return directory / f"{_TMP_PREFIX}{kind}-{uuid.uuid4().hex}"
+
+    def write_blob(self, chunks: Iterable[bytes], expected_digest: str | None = None) -> tuple[str, int]:
+        """Stream ``chunks`` into a blob, hashing as it writes; returns ``("sha256:<hex>", size)``.
+
+        The data lands in a temporary file in ``blobs/`` and is renamed into place only after it is fsynced and
+        its digest checked against ``expected_digest``; on a mismatch, an error from ``chunks`` or an interrupt,
+        the temporary file is removed and no blob appears.
+        """
+        expected = canonical_digest(expected_digest) if expected_digest is not None else None
+        try:
+            self.blobs_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _oserror("cannot create the blobs directory", exc) from None
+        tmp = self._tmp_path(self.blobs_dir, "blob")
+        placed = False
+        try:
+            try:
+                f = open(tmp, "xb")  # noqa: SIM115 - closed below, after fsync
+            except OSError as exc:
+                raise _oserror("cannot write blob", exc) from None
+            hasher = hashlib.sha256()
+            size = 0
+            with f:
+                for chunk in chunks:
+                    if not chunk:
+                        continue
+                    try:
+                        f.write(chunk)
+                    except OSError as exc:
+                        raise _oserror("cannot write blob", exc) from None
+                    hasher.update(chunk)
+                    size += len(chunk)
+                try:
+                    f.flush()
+                    os.fsync(f.fileno())
+                except OSError as exc:
+                    raise _oserror("cannot write blob", exc) from None
+            digest = "sha256:" + hasher.hexdigest()
+            if expected is not None and digest != expected:
+                raise DigestMismatch(expected, digest)
+            try:
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, self.blob_path(digest))
+            except OSError as exc:
+                raise _oserror(f"cannot store blob {digest}", exc) from None
+            placed = True
+            _fsync_dir(self.blobs_dir)
+            return digest, size
+        finally:
+            if not placed:
+                self._unlink_quiet(tmp)
+
+    def write_bytes(self, data: bytes, expected_digest: str | None = None) -> tuple[str, int]:
+        return self.write_blob([data], expected_digest)
+
+    def import_file(self, path: str | os.PathLike[str], link: bool = True) -> tuple[str, int]:
+        """Add a local file as a blob; returns ``("sha256:<hex>", size)``.
+
+        With ``link`` the file is hard-linked into ``blobs/`` when it is on the same filesystem (no second copy of
+        a multi-gigabyte GGUF; later in-place edits of the original would show through, as with any hard link),
+        otherwise it is copied through :meth:`write_blob`. Only regular files are accepted, so a device or FIFO
+        path cannot hang or exhaust the server (CVE-2024-39721).
+        """
+        src = Path(path)
+        try:
+            st = os.stat(src)
+        except FileNotFoundError:
+            raise StoreError("cannot import the file: it does not exist") from None
+        except OSError as exc:
+            raise _oserror("cannot import the file", exc) from None
+        if not stat.S_ISREG(st.st_mode):
+            raise StoreError("cannot import the file: it is not a regular file")
+        if link:
+            linked = self._import_by_link(src)
+            if linked is not None:
+                return linked
+        try:
+            with open(src, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise StoreError("cannot import the file: it is not a regular file")
+                return self.write_blob(iter(lambda: f.read(_CHUNK), b""))
+        except OSError as exc:
+            raise _oserror("cannot import the file", exc) from None
+
+    def _import_by_link(self, src: Path) -> tuple[str, int] | None:
+        try:
+            self.blobs_dir.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return None
+        tmp = self._tmp_path(self.blobs_dir, "link")
+        try:
+            os.link(src, tmp)
+        except OSError:
+            return None  # another filesystem, or links not allowed: copy instead
+        placed = False
+        try:
+            hasher = hashlib.sha256()
+            size = 0
+            with open(tmp, "rb") as f:
+                if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                    raise StoreError("cannot import the file: it is not a regular file")
+                for chunk in iter(lambda: f.read(_CHUNK), b""):
+                    hasher.update(chunk)
+                    size += len(chunk)
+            digest = "sha256:" + hasher.hexdigest()
+            final = self.blob_path(digest)
+            if not final.is_file():
+                os.replace(tmp, final)
+                placed = True
+                _fsync_dir(self.blobs_dir)
+            return digest, size
+        except OSError as exc:
+            raise _oserror("cannot import the file", exc) from None
+        finally:
+            if not placed:
+                self._unlink_quiet(tmp)
+
+    # ------------------------------------------------------------------------------------------- manifests
+
+    def _name(self, name: str | ModelName) -> ModelName:
+        return name if isinstance(name, ModelName) else parse_name(name)
+
+    def manifest_path(self, name: str | ModelName) -> Path:
+        """Where ``name``'s manifest lives (whether or not it exists), checked to lie inside ``manifests/``."""
+        n = self._name(name)
+        path = self.manifests_dir.joinpath(*n.parts())
+        if not _inside(self.manifests_dir, path):
+            raise InvalidModelName(f"invalid model name {n.display_long()!r}")
+        return path
+
+    def _find_on_disk(self, name: ModelName) -> ModelName | None:
+        """Depth-first, case-insensitive search for ``name``'s manifest, exact spellings tried first."""
+        wanted = name.parts()
+
+        def walk(directory: Path, depth: int, found: list[str]) -> list[str] | None:
+            try:
+                entries = os.listdir(directory)
+            except OSError:
+                return None
+            part = wanted[depth]
+            candidates = ([part] if part in entries else []) + sorted(
+                e for e in entries if e != part and e.lower() == part.lower()
+            )
+            for entry in candidates:
+                path = directory / entry
+                if depth == 3:
+                    if path.is_file():
+                        return [*found, entry]
+                elif path.is_dir():
+                    hit = walk(path, depth + 1, [*found, entry])
+                    if hit is not None:
+                        return hit
+            return None
+
+        hit = walk(self.manifests_dir, 0, [])
+        if hit is None:
+            return None
+        try:
+            return ModelName.from_parts(*hit)
+        except InvalidModelName:
+            return None
+
+    def existing_name(self, name: str | ModelName) -> ModelName:
+        """The on-disk spelling of a manifest matching ``name`` case-insensitively, else ``name`` itself.
+
+        Ollama writes pulls, creates and copies to the existing spelling (``getExistingName``), so ``Llama3`` and
+        ``llama3`` never become two models.
+        """
+        n = self._name(name)
+        return self._find_on_disk(n) or n
+
+    def resolve(self, name: str | ModelName) -> ModelName:
+        """The on-disk spelling of an existing model; raises :class:`ModelNotFound`."""
+        n = self._name(name)
+        found = self._find_on_disk(n)
+        if found is None:
+            raise ModelNotFound(name if isinstance(name, str) else n)
+        return found
+
+    def _read_raw(self, path: Path, name: ModelName) -> tuple[bytes, os.stat_result]:
+        try:
+            with open(path, "rb") as f:
+                st = os.fstat(f.fileno())
+                if not stat.S_ISREG(st.st_mode):
+                    raise CorruptManifest(f"manifest for {name.display_shortest()} is not a regular file")
+                raw = f.read(MAX_MANIFEST_BYTES + 1)
+        except FileNotFoundError:
+            raise ModelNotFound(name) from None
+        except IsADirectoryError:
+            raise CorruptManifest(f"manifest for {name.display_shortest()} is not a regular file") from None
+        except OSError as exc:
+            raise _oserror(f"cannot read the manifest for {name.display_shortest()}", exc) from None
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise CorruptManifest(f"manifest for {name.display_shortest()} is too large")
+        return raw, st
+
+    def _record(self, name: ModelName, raw: bytes, st: os.stat_result) -> ManifestRecord:
+        try:
+            manifest = Manifest.parse(raw)
+        except ManifestError as exc:
+            raise CorruptManifest(f"manifest for {name.display_shortest()} is malformed: {exc}") from None
+        return ManifestRecord(
+            name=name,
+            manifest=manifest,
+            raw=raw,
+            digest=hashlib.sha256(raw).hexdigest(),
+            size=manifest.size,
+            modified_at=datetime.fromtimestamp(st.st_mtime).astimezone(),
+        )
+
+    def read_manifest(self, name: str | ModelName) -> ManifestRecord:
+        """Read and parse a model's manifest (found case-insensitively)."""
+        found = self.resolve(name)
+        raw, st = self._read_raw(self.manifest_path(found), found)
+        return self._record(found, raw, st)
+
+    def _check_blobs(self, manifest: Manifest) -> None:
+        for layer in manifest.blobs():
+            size = self.blob_size(layer.digest)
+            if size is None:
+                raise MissingBlob(f"blob {canonical_digest(layer.digest)} referenced by the manifest is missing")
+            if size != layer.size:
+                raise MissingBlob(
+                    f"blob {canonical_digest(layer.digest)} is {size} bytes but the manifest says {layer.size}"
+                )
+
+    def _write_manifest_file(self, path: Path, raw: bytes) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _oserror("cannot create the manifest directory", exc) from None
+        tmp = self._tmp_path(path.parent, "manifest")
+        placed = False
+        try:
+            with open(tmp, "xb") as f:
+                f.write(raw)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+            placed = True
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            raise _oserror("cannot write the manifest", exc) from None
+        finally:
+            if not placed:
+                self._unlink_quiet(tmp)
+
+    def write_manifest_bytes(self, name: str | ModelName, raw: bytes) -> ManifestRecord:
+        """Store manifest bytes as they are (a pull keeps the registry's exact bytes, so the digest matches).
+
+        The bytes must parse and every blob they name must already be in the store with the declared size.
+        A manifest whose name differs only by case is replaced in place, keeping its on-disk spelling.
+        """
+        try:
+            manifest = Manifest.parse(raw)
+        except ManifestError as exc:
+            raise CorruptManifest(str(exc)) from None
+        n = self._name(name)
+        with self._lock:
+            self._check_blobs(manifest)
+            target = self.existing_name(n)
+            path = self.manifest_path(target)
+            self._write_manifest_file(path, raw)
+            raw_back, st = self._read_raw(path, target)
+            return self._record(target, raw_back, st)
+
+    def write_manifest(self, name: str | ModelName, manifest: Manifest) -> ManifestRecord:
+        """Write a manifest the way Ollama's create does (``json.Encoder`` bytes), after checking its blobs."""
+        return self.write_manifest_bytes(name, manifest.to_json_bytes())
+
+    def _manifest_files(self) -> Iterator[tuple[Path, list[str]]]:
+        """Every file exactly four levels under ``manifests/`` (Ollama globs ``*/*/*/*``), with its parts."""
+        try:
+            hosts = sorted(os.listdir(self.manifests_dir))
+        except OSError:
+            return
+        for host in hosts:
+            for namespace in self._subdirs(self.manifests_dir / host):
+                for model in self._subdirs(self.manifests_dir / host / namespace):
+                    directory = self.manifests_dir / host / namespace / model
+                    try:
+                        tags = sorted(os.listdir(directory))
+                    except OSError:
+                        continue
+                    for tag in tags:
+                        path = directory / tag
+                        if path.is_file():
+                            yield path, [host, namespace, model, tag]
+
+    @staticmethod
+    def _subdirs(path: Path) -> list[str]:
+        if not path.is_dir():
+            return []
+        try:
+            return sorted(e for e in os.listdir(path) if (path / e).is_dir())
+        except OSError:
+            return []
+
+    def list_models(self) -> list[ManifestRecord]:
+        """All readable manifests, newest first; a malformed one is skipped with a warning, never an error."""
+        records: list[ManifestRecord] = []
+        for path, parts in self._manifest_files():
+            if parts[3].startswith(_TMP_PREFIX):
+                continue
+            try:
+                name = ModelName.from_parts(*parts)
+            except InvalidModelName:
+                log.warning("skipping manifest with an invalid name: %s", "/".join(parts))
+                continue
+            try:
+                raw, st = self._read_raw(path, name)
+                records.append(self._record(name, raw, st))
+            except StoreError as exc:
+                log.warning("skipping bad manifest %s: %s", name.display_shortest(), exc)
+        records.sort(key=lambda r: r.modified_at, reverse=True)
+        return records
+
+    def referenced_digests(self) -> set[str]:
+        """Every blob digest (``sha256:<hex>``) some manifest references; unparsable ones count conservatively."""
+        refs: set[str] = set()
+        for path, _parts in self._manifest_files():
+            if path.name.startswith(_TMP_PREFIX):
+                continue
+            try:
+                with open(path, "rb") as f:
+                    raw = f.read(MAX_MANIFEST_BYTES + 1)
+            except OSError:
+                continue
+            refs |= _referenced_in(raw)
+        return refs
+
+    def _prune_parents(self, path: Path) -> int:
+        """Remove empty directories from ``path``'s parent up to, not including, ``manifests/``."""
+        removed = 0
+        directory = path.parent
+        while _inside(self.manifests_dir, directory):
+            try:
+                os.rmdir(directory)
+            except OSError:
+                break
+            removed += 1
+            directory = directory.parent
+        return removed
+
+    def delete(self, name: str | ModelName) -> list[str]:
+        """Remove a model: its manifest, then empty parent directories, then blobs no other manifest references.
+
+        Returns the digests of the blobs removed. A manifest that no longer parses can still be deleted; its
+        blobs are then found by scanning its bytes for digests.
+        """
+        with self._lock:
+            found = self.resolve(name)
+            path = self.manifest_path(found)
+            raw, _st = self._read_raw(path, found)
+            candidates = _referenced_in(raw)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                raise ModelNotFound(found) from None
+            except OSError as exc:
+                raise _oserror(f"cannot delete {found.display_shortest()}", exc) from None
+            self._prune_parents(path)
+            in_use = self.referenced_digests()
+            removed: list[str] = []
+            for digest in sorted(candidates - in_use):
+                try:
+                    os.unlink(self.blob_path(digest))
+                    removed.append(digest)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    log.warning("could not remove blob %s: %s", digest, exc.strerror)
+            return removed
+
+    def copy(self, src: str | ModelName, dst: str | ModelName) -> ManifestRecord:
+        """Copy a manifest file byte for byte under a new name (blobs are shared, not copied)."""
+        with self._lock:
+            source = self.resolve(src)
+            raw, _st = self._read_raw(self.manifest_path(source), source)
+            target = self.existing_name(self._name(dst))
+            path = self.manifest_path(target)
+            self._write_manifest_file(path, raw)
+            raw_back, st = self._read_raw(path, target)
+            return self._record(target, raw_back, st)
+
+    def prune(self, min_age: float = 3600.0) -> PruneResult:
+        """Ollama's startup prune, run only when every manifest parses.
+
+        Blob files at least ``min_age`` seconds old are removed when no manifest references them or when their
+        name is not a valid digest (partial downloads, leftovers of interrupted writes). Empty directories under
+        ``manifests/`` are removed. The age rule spares blobs a pull or create is writing right now.
+        """
+        with self._lock:
+            result = PruneResult()
+            now = time.time()
+            refs: set[str] = set()
+            for path, parts in self._manifest_files():
+                if parts[3].startswith("."):
+                    if parts[3].startswith(_TMP_PREFIX) and self._older(path, now, min_age):
+                        self._unlink_quiet(path)
+                    continue
+                try:
+                    name = ModelName.from_parts(*parts)
+                    raw, st = self._read_raw(path, name)
+                    record = self._record(name, raw, st)
+                except (InvalidModelName, StoreError) as exc:
+                    result.skipped = True
+                    result.reason = f"corrupt manifests detected, skipping prune: {exc}"
+                    log.warning("%s", result.reason)
+                    return result
+                refs |= {canonical_digest(layer.digest) for layer in record.manifest.blobs()}
+
+            try:
+                entries = list(os.scandir(self.blobs_dir))
+            except OSError:
+                entries = []
+            for entry in entries:
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        continue
+                    if now - entry.stat(follow_symlinks=False).st_mtime < min_age:
+                        continue
+                except OSError:
+                    continue
+                match = DIGEST_RE.fullmatch(entry.name)
+                if match is not None and "sha256:" + match.group(1).lower() in refs:
+                    continue
+                if _inside(self.blobs_dir, Path(entry.path)) and self._unlink_quiet(Path(entry.path)):
+                    result.removed_blobs.append(entry.name)
+            result.removed_dirs = self._prune_empty_dirs()
+            log.info("pruned %d unused blobs", len(result.removed_blobs))
+            return result
+
+    @staticmethod
+    def _older(path: Path, now: float, min_age: float) -> bool:
+        try:
+            return now - os.stat(path).st_mtime >= min_age
+        except OSError:
+            return False
+
+    @staticmethod
+    def _unlink_quiet(path: Path) -> bool:
+        try:
+            os.unlink(path)
+        except OSError:
+            return False
+        return True
+
+    def _prune_empty_dirs(self) -> int:
+        removed = 0
+        if not self.manifests_dir.is_dir():
+            return 0
+        for directory, _dirs, _files in os.walk(self.manifests_dir, topdown=False):
+            path = Path(directory)
+            if path == self.manifests_dir or not _inside(self.manifests_dir, path) or path.is_symlink():
+                continue
+            try:
+                os.rmdir(path)
+                removed += 1
+            except OSError:
+                continue
+        return removed
+
+
+__all__ = [
+    "CorruptManifest",
+    "DigestMismatch",
+    "InvalidDigest",
+    "ManifestRecord",
+    "MissingBlob",
+    "ModelNotFound",
+    "PruneResult",
+    "Store",
+    "StoreError",
+    "canonical_digest",
+]
