@@ -1,0 +1,214 @@
+"""Request and response bodies of Ollama's native API, as pydantic models, so the OpenAPI schema documents them.
+
+Field names and omission rules follow Ollama's ``api/types.go``: metric fields are left out when zero, durations are
+nanoseconds, timestamps RFC 3339.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from corral import config
+
+ThinkValue = bool | Literal["low", "medium", "high", "max"]
+
+
+class _Request(BaseModel):
+    # Unknown fields are ignored, as Go's decoder does.
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+def parse_keep_alive(value: Any) -> float | None:
+    """Seconds (negative = forever) from a JSON number of seconds or a Go duration string; None when unset."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError("invalid keep_alive")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return config.parse_go_duration(value)
+        except ValueError as exc:
+            raise ValueError(str(exc)) from None
+    raise ValueError("invalid keep_alive")
+
+
+class ErrorResponse(BaseModel):
+    error: str
+
+
+class ToolCallFunction(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    index: int | None = None
+    name: str
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ToolCall(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str | None = None
+    function: ToolCallFunction
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: str
+    content: str = ""
+    thinking: str | None = None
+    images: list[str] | None = None
+    tool_calls: list[ToolCall] | None = None
+    tool_name: str | None = None
+    tool_call_id: str | None = None
+
+    @field_validator("role")
+    @classmethod
+    def _lower(cls, v: str) -> str:
+        return v.lower()
+
+
+class Tool(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: str = "function"
+    function: dict[str, Any]
+
+
+class GenerateRequest(_Request):
+    model: str = ""
+    prompt: str = ""
+    suffix: str = ""
+    system: str | None = None
+    template: str | None = None
+    context: list[int] | None = None
+    stream: bool | None = True
+    raw: bool = False
+    format: Any = None
+    images: list[str] | None = None
+    options: dict[str, Any] | None = None
+    keep_alive: float | str | None = None
+    think: ThinkValue | None = None
+    truncate: bool | None = None
+    shift: bool | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+
+class ChatRequest(_Request):
+    model: str = ""
+    messages: list[Message] = Field(default_factory=list)
+    tools: list[Tool] | None = None
+    stream: bool | None = True
+    format: Any = None
+    options: dict[str, Any] | None = None
+    keep_alive: float | str | None = None
+    think: ThinkValue | None = None
+    truncate: bool | None = None
+    shift: bool | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
+
+
+class Metrics(BaseModel):
+    total_duration: int | None = None
+    load_duration: int | None = None
+    prompt_eval_count: int | None = None
+    prompt_eval_duration: int | None = None
+    eval_count: int | None = None
+    eval_duration: int | None = None
+
+
+class GenerateResponse(Metrics):
+    model: str
+    created_at: str
+    response: str = ""
+    thinking: str | None = None
+    done: bool
+    done_reason: str | None = None
+    context: list[int] | None = None
+
+
+class ChatResponse(Metrics):
+    model: str
+    created_at: str
+    message: Message
+    done: bool
+    done_reason: str | None = None
+
+
+class ModelDetails(BaseModel):
+    parent_model: str = ""
+    format: str = ""
+    family: str = ""
+    families: list[str] | None = None
+    parameter_size: str = ""
+    quantization_level: str = ""
+
+
+class ListModel(BaseModel):
+    name: str
+    model: str
+    modified_at: str
+    size: int
+    digest: str
+    details: ModelDetails
+
+
+class ListResponse(BaseModel):
+    models: list[ListModel]
+
+
+class ShowRequest(_Request):
+    model: str = ""
+    name: str = ""
+    verbose: bool = False
+    system: str | None = None
+    template: str | None = None
+    options: dict[str, Any] | None = None
+
+
+class ShowResponse(BaseModel):
+    license: str | None = None
+    modelfile: str = ""
+    parameters: str | None = None
+    template: str | None = None
+    system: str | None = None
+    details: ModelDetails
+    messages: list[dict[str, Any]] | None = None
+    model_info: dict[str, Any] = Field(default_factory=dict)
+    tensors: list[dict[str, Any]] | None = None
+    capabilities: list[str] | None = None
+    modified_at: str
+
+
+class CopyRequest(_Request):
+    source: str
+    destination: str
+
+
+class DeleteRequest(_Request):
+    model: str = ""
+    name: str = ""
+
+
+class ProcessModel(BaseModel):
+    name: str
+    model: str
+    size: int
+    digest: str
+    details: ModelDetails
+    expires_at: str
+    size_vram: int = 0
+    context_length: int
+    parallel: int | None = None  # Corral: the engine's slots for this model
+    slots_busy: int | None = None  # Corral: slots decoding right now
+
+
+class ProcessResponse(BaseModel):
+    models: list[ProcessModel]
+
+
+class VersionResponse(BaseModel):
+    version: str
+    corral_version: str | None = None

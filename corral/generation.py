@@ -1,0 +1,324 @@
+"""One inference request, from a resolved model and messages to a stream of output pieces.
+
+This is the part every API family shares: it merges options, renders the prompt (Corral's Go-template path) or hands
+the messages to the engine's own Jinja template (native path), fits the history into the context, leases a runner
+from the scheduler and turns the engine's stream into ``Piece`` and ``Final`` objects. The API modules only shape them.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from corral import config, memory, options
+from corral.model import Model
+from corral.runner.client import EngineClient, EngineError, EngineUnreachable
+from corral.runner.process import LaunchSpec
+from corral.scheduler import Loaded, Scheduler
+from corral.templates import prompt as prompts
+
+
+class RequestError(ValueError):
+    """The request cannot be served as asked (HTTP 400)."""
+
+
+class InferenceError(RuntimeError):
+    """The engine failed while serving (HTTP 500, or an ``{"error"}`` line once streaming has begun)."""
+
+
+@dataclass(slots=True)
+class Piece:
+    content: str = ""
+    thinking: str = ""
+
+
+@dataclass(slots=True)
+class Final:
+    done_reason: str
+    prompt_eval_count: int = 0
+    prompt_eval_duration: int = 0
+    eval_count: int = 0
+    eval_duration: int = 0
+    load_duration: int = 0
+    total_duration: int = 0
+    context: list[int] | None = None
+
+
+@dataclass
+class Inference:
+    """Everything one request asks of the engine, already validated by the API layer."""
+
+    model: Model
+    messages: list[dict[str, Any]] | None = None  # chat
+    prompt: str | None = None  # generate
+    system: str | None = None
+    suffix: str = ""
+    template: str | None = None
+    raw: bool = False
+    images: list[str] = field(default_factory=list)
+    options: dict[str, Any] = field(default_factory=dict)
+    keep_alive: float | None = None
+    format: Any = None
+    think: bool | str | None = None
+    tools: list[dict[str, Any]] | None = None
+    context: list[int] | None = None
+    want_context: bool = False
+
+
+def _ns(ms: float | int | None) -> int:
+    return int((ms or 0) * 1_000_000)
+
+
+class Engine:
+    """The service the API routes call: model store + scheduler + runners."""
+
+    def __init__(self, scheduler: Scheduler) -> None:
+        self.scheduler = scheduler
+
+    # -- runners ---------------------------------------------------------------------------------------------
+
+    def launch_for(self, model: Model, opts: dict[str, Any]) -> tuple[tuple[str, ...], LaunchSpec]:
+        info = model.info
+        runner_opts = options.RunnerOptions.from_options(opts, model_ctx=info.context_length or None)
+        embedding = info.is_embedding
+        parallel = memory.choose_parallel(info, model.model_path.stat().st_size, runner_opts.num_ctx,
+                                          config.num_parallel())
+        spec = LaunchSpec(
+            model=str(model.model_path),
+            num_ctx=runner_opts.num_ctx,
+            parallel=parallel,
+            num_batch=runner_opts.num_batch if not embedding else max(runner_opts.num_batch, runner_opts.num_ctx),
+            num_thread=runner_opts.num_thread,
+            num_gpu=int(opts.get("num_gpu", -1)),
+            use_mmap=runner_opts.use_mmap,
+            embedding=embedding,
+            adapters=[str(p) for p in model.adapters],
+        )
+        key = (model.model_digest, *sorted(str(p) for p in model.adapters))
+        return key, spec
+
+    def _ps_info(self, model: Model) -> dict[str, Any]:
+        return {"model": model}
+
+    # -- load / unload ----------------------------------------------------------------------------------------
+
+    async def load(self, model: Model, opts: dict[str, Any], keep_alive: float | None) -> float:
+        """Load (or keep warm) a model without generating; returns the load time in seconds."""
+        key, spec = self.launch_for(model, opts)
+        async with self.scheduler.lease(key, spec, name=model.display_name, info=self._ps_info(model),
+                                        keep_alive=keep_alive) as entry:
+            return float(entry.info.get("load_duration", 0.0))
+
+    async def unload(self, model: Model) -> bool:
+        key = (model.model_digest, *sorted(str(p) for p in model.adapters))
+        return await self.scheduler.expire_now(key)
+
+    # -- generation ---------------------------------------------------------------------------------------------
+
+    async def generate(self, req: Inference) -> AsyncIterator[Piece | Final]:
+        """Yield output pieces, then one Final; raises RequestError/InferenceError/RunnerError before or during."""
+        started = time.perf_counter()
+        model = req.model
+        merged = options.merge(model.params, req.options)
+        key, spec = self.launch_for(model, merged)
+        sampling = options.engine_sampling(merged, spec.num_ctx)
+        self._apply_format(sampling, req.format)
+        tmpl = model.go_template() if req.template is None else prompts_template(req.template)
+
+        async with self.scheduler.lease(key, spec, name=model.display_name, info=self._ps_info(model),
+                                        keep_alive=req.keep_alive) as entry:
+            load_s = float(entry.info.get("load_duration", 0.0))
+            client = entry.runner.client
+            assert client is not None
+            try:
+                if tmpl is None and req.messages is not None and not req.raw:
+                    stream = self._native_chat(client, req, sampling, merged)
+                else:
+                    text = await self._render(client, req, tmpl, spec.num_ctx)
+                    stream = self._completion(client, req, text, sampling)
+                async for item in stream:
+                    if isinstance(item, Final):
+                        item.load_duration = int(load_s * 1e9)
+                        item.total_duration = int((time.perf_counter() - started) * 1e9)
+                    yield item
+            except EngineUnreachable as exc:
+                raise InferenceError(self._death_message(entry, exc)) from exc
+            except EngineError as exc:
+                if not entry.runner.alive():
+                    raise InferenceError(self._death_message(entry, exc)) from exc
+                if exc.status == 400:
+                    raise RequestError(str(exc)) from exc
+                raise InferenceError(str(exc)) from exc
+
+    @staticmethod
+    def _death_message(entry: Loaded, exc: Exception) -> str:
+        if not entry.runner.alive():
+            return entry.runner.exit_message()
+        return f"llama runner connection failed: {exc}"
+
+    @staticmethod
+    def _apply_format(sampling: dict[str, Any], fmt: Any) -> None:
+        if fmt is None or fmt == "":
+            return
+        if fmt == "json":
+            sampling["json_schema"] = {}
+        elif isinstance(fmt, dict):
+            sampling["json_schema"] = fmt
+        else:
+            raise InferenceError(f'invalid format: {fmt!r}; expected "json" or a valid JSON Schema object')
+
+    # -- the rendered path: Corral renders the Go template, the engine completes raw text --------------------------
+
+    async def _render(self, client: EngineClient, req: Inference, tmpl: Any, num_ctx: int) -> str:
+        model = req.model
+        if req.raw:
+            return req.prompt or ""
+        if tmpl is None:
+            tmpl = prompts_template(prompts.DEFAULT_TEMPLATE)
+        if req.messages is None:
+            system = req.system if req.system is not None else model.system
+            text = prompts.render_generate(tmpl, prompt=req.prompt or "", system=system, suffix=req.suffix)
+            if req.context:
+                text = await client.detokenize(req.context) + text
+            return text
+        messages = self._with_model_messages(req)
+        text = prompts.render_chat(tmpl, messages, tools=req.tools, think=_think_bool(req.think),
+                                   think_level=_think_level(req.think))
+        # Bytes bound tokens from above for byte-level tokenizers: most prompts skip tokenizing altogether.
+        if len(text.encode()) + 2 <= num_ctx:
+            return text
+        return await self._truncate(client, tmpl, messages, req, num_ctx, text)
+
+    async def _truncate(self, client: EngineClient, tmpl: Any, messages: list[dict[str, Any]], req: Inference,
+                        num_ctx: int, full: str) -> str:
+        """Drop the oldest non-system messages until the prompt fits num_ctx; the last message always stays."""
+        if len(await client.tokenize(full, add_special=True)) <= num_ctx:
+            return full
+        system = [m for m in messages if m.get("role") == "system"]
+        rest = [m for m in messages if m.get("role") != "system"]
+        text = full
+        for start in range(1, len(rest)):
+            window = system + rest[start:]
+            text = prompts.render_chat(tmpl, window, tools=req.tools, think=_think_bool(req.think),
+                                       think_level=_think_level(req.think))
+            if len(await client.tokenize(text, add_special=True)) <= num_ctx:
+                return text
+        return text
+
+    def _with_model_messages(self, req: Inference) -> list[dict[str, Any]]:
+        model = req.model
+        messages = [*model.messages, *(req.messages or [])]
+        if model.system and (not messages or messages[0].get("role") != "system"):
+            messages.insert(0, {"role": "system", "content": model.system})
+        return messages
+
+    async def _completion(self, client: EngineClient, req: Inference, prompt: str,
+                          sampling: dict[str, Any]) -> AsyncIterator[Piece | Final]:
+        body = {"prompt": prompt, "cache_prompt": True, **sampling}
+        final: dict[str, Any] | None = None
+        pieces: list[str] = []
+        async for event in client.stream("/completion", body):
+            text = event.get("content", "")
+            if text:
+                if req.want_context:
+                    pieces.append(text)
+                yield Piece(content=text)
+            if event.get("stop"):
+                final = event
+        timings = (final or {}).get("timings", {})
+        stop_type = (final or {}).get("stop_type", "eos")
+        out = Final(
+            done_reason="length" if stop_type == "limit" else "stop",
+            prompt_eval_count=int(timings.get("prompt_n", 0)),
+            prompt_eval_duration=_ns(timings.get("prompt_ms")),
+            eval_count=int(timings.get("predicted_n", 0)),
+            eval_duration=_ns(timings.get("predicted_ms")),
+        )
+        if req.want_context and not req.raw:
+            out.context = await client.tokenize(prompt + "".join(pieces), add_special=True)
+        yield out
+
+    # -- the native path: the engine applies the GGUF's Jinja template -----------------------------------------------
+
+    async def _native_chat(self, client: EngineClient, req: Inference, sampling: dict[str, Any],
+                           merged: dict[str, Any]) -> AsyncIterator[Piece | Final]:
+        messages = [_oai_message(m) for m in self._with_model_messages(req)]
+        body: dict[str, Any] = {"messages": messages, "cache_prompt": True, **sampling}
+        body["max_tokens"] = body.pop("n_predict")
+        if "json_schema" in body:
+            schema = body.pop("json_schema")
+            body["response_format"] = {"type": "json_schema", "json_schema": {"schema": schema}} if schema else {
+                "type": "json_object"}
+        if req.tools:
+            body["tools"] = req.tools
+        think = _think_bool(req.think)
+        if think is not None:
+            body["chat_template_kwargs"] = {"enable_thinking": think}
+        finish = "stop"
+        timings: dict[str, Any] = {}
+        async for event in client.stream("/v1/chat/completions", body):
+            for choice in event.get("choices", []):
+                delta = choice.get("delta") or {}
+                content = delta.get("content") or ""
+                thinking = delta.get("reasoning_content") or ""
+                if content or thinking:
+                    yield Piece(content=content, thinking=thinking)
+                if choice.get("finish_reason"):
+                    finish = choice["finish_reason"]
+            if event.get("timings"):
+                timings = event["timings"]
+        yield Final(
+            done_reason="length" if finish == "length" else "stop",
+            prompt_eval_count=int(timings.get("prompt_n", 0)),
+            prompt_eval_duration=_ns(timings.get("prompt_ms")),
+            eval_count=int(timings.get("predicted_n", 0)),
+            eval_duration=_ns(timings.get("predicted_ms")),
+        )
+
+
+def prompts_template(source: str) -> Any:
+    from corral.model import _parse_template
+    from corral.templates.gotemplate import TemplateError
+
+    try:
+        return _parse_template(source)
+    except TemplateError as exc:
+        raise RequestError(f"template error: {exc}") from exc
+
+
+def _think_bool(think: bool | str | None) -> bool | None:
+    if think is None:
+        return None
+    if isinstance(think, str):
+        return True
+    return bool(think)
+
+
+def _think_level(think: bool | str | None) -> str | None:
+    if think is True:
+        return "medium"
+    if isinstance(think, str):
+        return think
+    return None
+
+
+def _oai_message(m: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.get("role", "user"), "content": m.get("content", "")}
+    if m.get("thinking"):
+        out["reasoning_content"] = m["thinking"]
+    if m.get("tool_calls"):
+        calls = []
+        for i, call in enumerate(m["tool_calls"]):
+            fn = call.get("function", {})
+            import json as _json
+
+            calls.append({"id": call.get("id") or f"call_{i}", "type": "function",
+                          "function": {"name": fn.get("name", ""), "arguments": _json.dumps(fn.get("arguments", {}))}})
+        out["tool_calls"] = calls
+    if m.get("tool_call_id"):
+        out["tool_call_id"] = m["tool_call_id"]
+    if m.get("tool_name") and m.get("role") == "tool":
+        out["name"] = m["tool_name"]
+    return out

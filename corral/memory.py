@@ -1,0 +1,49 @@
+"""How much memory a model needs and how much the machine has, for choosing slots and evicting models."""
+
+from __future__ import annotations
+
+import os
+
+from corral.store.gguf_info import GGUFInfo
+
+MAX_DEFAULT_PARALLEL = 4
+
+
+def available_bytes() -> int:
+    """MemAvailable from /proc/meminfo (what the kernel could hand out without swapping)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    pages = os.sysconf("SC_AVPHYS_PAGES") if hasattr(os, "sysconf") else 0
+    return int(pages) * os.sysconf("SC_PAGE_SIZE") if pages else 8 << 30
+
+
+def kv_cache_bytes(info: GGUFInfo, num_ctx: int) -> int:
+    """f16 K and V for every layer: 2 x layers x kv_heads x head_dim x ctx x 2 bytes (Ollama's estimate)."""
+    layers = info.block_count or 32
+    heads = info.head_count or 32
+    kv_heads = info.head_count_kv or heads
+    embd = info.embedding_length or 4096
+    head_dim = embd // max(heads, 1)
+    return 2 * layers * kv_heads * head_dim * num_ctx * 2
+
+
+def model_bytes(info: GGUFInfo, weights_size: int, num_ctx: int, parallel: int) -> int:
+    return weights_size + kv_cache_bytes(info, num_ctx) * parallel
+
+
+def choose_parallel(info: GGUFInfo, weights_size: int, num_ctx: int, requested: int) -> int:
+    """Slots for a new runner: the configured number, else up to 4 while weights + all slots' KV fit in 80% of RAM."""
+    if requested > 0:
+        return requested
+    if info.is_embedding:
+        return 1
+    budget = int(available_bytes() * 0.8)
+    for slots in range(MAX_DEFAULT_PARALLEL, 1, -1):
+        if model_bytes(info, weights_size, num_ctx, slots) <= budget:
+            return slots
+    return 1

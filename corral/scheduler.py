@@ -1,0 +1,204 @@
+"""Which runners are loaded, for how long, and who may use them.
+
+One runner per model (keyed by its weights and adapters). A request leases a runner; when the last lease ends, the
+keep-alive timer starts, and when it fires the runner is stopped. A request whose load options differ from the loaded
+runner's waits until that runner is idle and then reloads it. At most ``MAX_LOADED_MODELS`` runners live at once: the
+least recently used idle one is evicted to make room. Loads happen one at a time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from corral import config
+from corral.runner.process import LaunchSpec, RunnerError, RunnerProcess
+
+log = logging.getLogger("corral.scheduler")
+
+FOREVER = float("inf")
+
+
+class ServerBusy(RuntimeError):
+    """Too many requests are waiting; Ollama's exact message, two spaces included."""
+
+    def __init__(self) -> None:
+        super().__init__("server busy, please try again.  maximum pending requests exceeded")
+
+
+@dataclass
+class Loaded:
+    """A live runner and what the API reports about it."""
+
+    key: tuple[str, ...]
+    spec: LaunchSpec
+    runner: RunnerProcess
+    name: str
+    info: dict[str, Any]
+    refs: int = 0
+    keep_alive: float = 300.0
+    expires_at: float = FOREVER  # wall-clock seconds; FOREVER while in use or kept forever
+    last_used: float = field(default_factory=time.monotonic)
+    timer: asyncio.TimerHandle | None = None
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+    slots: asyncio.Semaphore | None = None
+
+
+class Scheduler:
+    def __init__(self) -> None:
+        self.loaded: dict[tuple[str, ...], Loaded] = {}
+        self._load_lock = asyncio.Lock()
+        self._pending = 0
+        self._changed = asyncio.Condition()
+
+    # -- leasing -----------------------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def lease(
+        self, key: tuple[str, ...], spec: LaunchSpec, *, name: str, info: dict[str, Any], keep_alive: float | None
+    ) -> AsyncIterator[Loaded]:
+        """Hold a loaded runner for one request; the keep-alive clock starts when the last holder lets go."""
+        entry, load_duration = await self._acquire(key, spec, name=name, info=info, keep_alive=keep_alive)
+        entry.info["load_duration"] = load_duration
+        assert entry.slots is not None
+        try:
+            async with entry.slots:
+                yield entry
+        finally:
+            await self._release(entry)
+
+    async def _acquire(
+        self, key: tuple[str, ...], spec: LaunchSpec, *, name: str, info: dict[str, Any], keep_alive: float | None
+    ) -> tuple[Loaded, float]:
+        if self._pending >= config.max_queue():
+            raise ServerBusy()
+        self._pending += 1
+        started = time.monotonic()
+        try:
+            while True:
+                entry = self.loaded.get(key)
+                if entry is not None and entry.runner.alive() and entry.spec == spec:
+                    self._take(entry, keep_alive)
+                    return entry, 0.0
+                async with self._load_lock:
+                    entry = self.loaded.get(key)
+                    if entry is not None and entry.runner.alive() and entry.spec == spec:
+                        continue
+                    if entry is not None:
+                        if entry.refs > 0 and entry.runner.alive():
+                            # Different load options: wait for the current users, then reload.
+                            await self._wait_idle(entry)
+                            continue
+                        await self._unload(entry)
+                    await self._make_room()
+                    entry = await self._load(key, spec, name=name, info=info)
+                    self._take(entry, keep_alive)
+                    return entry, time.monotonic() - started
+        finally:
+            self._pending -= 1
+
+    def _take(self, entry: Loaded, keep_alive: float | None) -> None:
+        entry.refs += 1
+        entry.idle.clear()
+        entry.last_used = time.monotonic()
+        if keep_alive is not None:
+            entry.keep_alive = keep_alive
+        if entry.timer is not None:
+            entry.timer.cancel()
+            entry.timer = None
+        entry.expires_at = FOREVER
+
+    async def _release(self, entry: Loaded) -> None:
+        entry.refs -= 1
+        entry.last_used = time.monotonic()
+        if entry.refs > 0:
+            return
+        entry.idle.set()
+        if not entry.runner.alive():
+            await self._unload(entry)
+            return
+        self._arm_timer(entry)
+        async with self._changed:
+            self._changed.notify_all()
+
+    def _arm_timer(self, entry: Loaded) -> None:
+        if entry.timer is not None:
+            entry.timer.cancel()
+            entry.timer = None
+        if entry.keep_alive < 0 or entry.keep_alive == FOREVER:
+            entry.expires_at = FOREVER
+            return
+        entry.expires_at = time.time() + entry.keep_alive
+        loop = asyncio.get_running_loop()
+        entry.timer = loop.call_later(max(entry.keep_alive, 0.0), lambda: asyncio.ensure_future(self._expire(entry)))
+
+    async def _expire(self, entry: Loaded) -> None:
+        if entry.refs == 0 and self.loaded.get(entry.key) is entry:
+            log.info("keep_alive expired for %s; unloading", entry.name)
+            await self._unload(entry)
+
+    async def _wait_idle(self, entry: Loaded) -> None:
+        await entry.idle.wait()
+
+    # -- loading and eviction ------------------------------------------------------------------------------------
+
+    async def _make_room(self) -> None:
+        """Evict least-recently-used idle runners until a new one fits under MAX_LOADED_MODELS."""
+        limit = config.max_loaded_models()
+        while len(self.loaded) >= limit:
+            idle = [e for e in self.loaded.values() if e.refs == 0]
+            if idle:
+                victim = min(idle, key=lambda e: e.last_used)
+                log.info("evicting %s to make room", victim.name)
+                await self._unload(victim)
+                continue
+            async with self._changed:
+                await self._changed.wait()
+
+    async def _load(self, key: tuple[str, ...], spec: LaunchSpec, *, name: str, info: dict[str, Any]) -> Loaded:
+        runner = RunnerProcess(spec)
+        log.info("loading %s (num_ctx=%d, parallel=%d)", name, spec.num_ctx, spec.parallel)
+        try:
+            await runner.start(timeout=config.load_timeout())
+        except RunnerError:
+            raise
+        except OSError as exc:
+            raise RunnerError(f"failed to start llama runner: {exc}") from exc
+        entry = Loaded(key=key, spec=spec, runner=runner, name=name, info=dict(info))
+        entry.slots = asyncio.Semaphore(spec.parallel)
+        entry.keep_alive = config.keep_alive_default()
+        self.loaded[key] = entry
+        return entry
+
+    async def _unload(self, entry: Loaded) -> None:
+        if self.loaded.get(entry.key) is entry:
+            del self.loaded[entry.key]
+        if entry.timer is not None:
+            entry.timer.cancel()
+            entry.timer = None
+        await entry.runner.stop()
+        async with self._changed:
+            self._changed.notify_all()
+
+    # -- control ---------------------------------------------------------------------------------------------------
+
+    async def expire_now(self, key: tuple[str, ...]) -> bool:
+        """``keep_alive: 0`` with no prompt: unload as soon as the current users are done."""
+        entry = self.loaded.get(key)
+        if entry is None:
+            return False
+        entry.keep_alive = 0.0
+        if entry.refs == 0:
+            await self._unload(entry)
+        return True
+
+    def running(self) -> list[Loaded]:
+        return sorted(self.loaded.values(), key=lambda e: e.expires_at, reverse=True)
+
+    async def shutdown(self) -> None:
+        await asyncio.gather(*(self._unload(e) for e in list(self.loaded.values())), return_exceptions=True)

@@ -1,0 +1,40 @@
+"""``corral serve``: run the API server in the foreground until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from corral import config
+from corral.config import HostPort
+
+
+def serve(bind: HostPort | None = None) -> None:
+    """Bind to CORRAL_HOST/OLLAMA_HOST (default 127.0.0.1:11434) and serve; runners stop when this returns."""
+    import uvicorn
+
+    from corral.app import create_app
+
+    bind = bind or config.host()
+    logging.basicConfig(
+        level=logging.DEBUG if config.debug() else logging.INFO,
+        format="time=%(asctime)s level=%(levelname)s source=%(name)s msg=%(message)s",
+        stream=sys.stderr,
+    )
+    logging.getLogger("corral.server").info(
+        "Listening on %s:%d (corral %s), models in %s", bind.host, bind.port, _version(), config.models_dir()
+    )
+    uvicorn.run(
+        create_app(),
+        host=bind.host,
+        port=bind.port,
+        log_level="warning",
+        access_log=config.debug(),
+        timeout_graceful_shutdown=5,
+    )
+
+
+def _version() -> str:
+    from corral import __version__
+
+    return __version__

@@ -1,0 +1,137 @@
+"""Shared fixtures: a real ``corral serve`` on a free loopback port with a temporary store.
+
+Every process a fixture starts is stopped by its PID when the fixture ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    url: str
+    host: str
+    models: Path
+    home: Path
+    proc: subprocess.Popen[bytes]
+    log: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def client(self, **kw: object) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=120, **kw)  # type: ignore[arg-type]
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def runner_pids(self) -> list[int]:
+        """PIDs of this server's runner children (from /proc)."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+            if ppid == self.proc.pid:
+                pids.append(int(entry.name))
+        return pids
+
+
+def start_server(tmp: Path, extra_env: dict[str, str] | None = None, models: Path | None = None) -> ServerProcess:
+    port = free_port()
+    home = tmp / "home"
+    models = models or tmp / "models"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OLLAMA_", "CORRAL_"))}
+    env.update({
+        "CORRAL_HOST": f"127.0.0.1:{port}",
+        "CORRAL_MODELS": str(models),
+        "CORRAL_HOME": str(home),
+        "CORRAL_NUM_THREADS": "2",
+    })
+    env.update(extra_env or {})
+    log = tmp / f"server-{port}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "from corral.server import serve; serve()"],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=tmp,
+        )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log.read_text(errors='replace')}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + "/", timeout=1).status_code == 200:
+                return ServerProcess(url=url, host=f"127.0.0.1:{port}", models=models, home=home, proc=proc,
+                                     log=log, env=env)
+        time.sleep(0.1)
+    stop_server(proc)
+    raise RuntimeError("server did not start in 60 s")
+
+
+def stop_server(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server by PID, then SIGKILL if it lingers; its runners die with it."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@contextlib.contextmanager
+def running_server(tmp: Path, extra_env: dict[str, str] | None = None,
+                   models: Path | None = None) -> Iterator[ServerProcess]:
+    server = start_server(tmp, extra_env, models)
+    runners: list[int] = []
+    try:
+        yield server
+    finally:
+        with contextlib.suppress(Exception):
+            runners = server.runner_pids()
+        stop_server(server.proc)
+        for pid in runners:  # belt and braces: a runner must never outlive its server
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server for the session with the bundled model seeded into a fresh store."""
+    with running_server(tmp_path_factory.mktemp("corral")) as srv:
+        yield srv
+
+
+@pytest.fixture
+def fresh_server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A server of the test's own, for tests that change state in ways others must not see."""
+    with running_server(tmp_path) as srv:
+        yield srv
+
+
+MODEL = "smollm2:135m"
