@@ -7,17 +7,19 @@ from the scheduler and turns the engine's stream into ``Piece`` and ``Final`` ob
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from corral import config, memory, options
-from corral.model import Model
+from corral.model import Model, parse_template
 from corral.runner.client import EngineClient, EngineError, EngineUnreachable
 from corral.runner.process import LaunchSpec
 from corral.scheduler import Loaded, Scheduler
 from corral.templates import prompt as prompts
+from corral.templates.gotemplate import Template, TemplateError
 
 
 class RequestError(ValueError):
@@ -136,7 +138,10 @@ class Engine:
                 if tmpl is None and req.messages is not None and not req.raw:
                     stream = self._native_chat(client, req, sampling, merged)
                 else:
-                    text = await self._render(client, req, tmpl, spec.num_ctx)
+                    try:
+                        text = await self._render(client, req, tmpl, spec.num_ctx)
+                    except TemplateError as exc:
+                        raise InferenceError(f"template error: {exc}") from exc
                     stream = self._completion(client, req, text, sampling)
                 async for item in stream:
                     if isinstance(item, Final):
@@ -171,7 +176,7 @@ class Engine:
 
     # -- the rendered path: Corral renders the Go template, the engine completes raw text --------------------------
 
-    async def _render(self, client: EngineClient, req: Inference, tmpl: Any, num_ctx: int) -> str:
+    async def _render(self, client: EngineClient, req: Inference, tmpl: Template | None, num_ctx: int) -> str:
         model = req.model
         if req.raw:
             return req.prompt or ""
@@ -179,7 +184,17 @@ class Engine:
             tmpl = prompts_template(prompts.DEFAULT_TEMPLATE)
         if req.messages is None:
             system = req.system if req.system is not None else model.system
-            text = prompts.render_generate(tmpl, prompt=req.prompt or "", system=system, suffix=req.suffix)
+            # A legacy ``context`` carries the earlier turns, so the model's MESSAGE layer is not repeated.
+            history = model.messages if not req.context else []
+            if req.template is not None and not req.suffix:
+                msgs = [*([{"role": "system", "content": system}] if system else []), *history,
+                        {"role": "user", "content": req.prompt or ""}]
+                text = prompts.execute_values(tmpl, messages=msgs, think=_think_bool(req.think),
+                                              think_level=_think_level(req.think))
+            else:
+                text = prompts.render_generate(tmpl, prompt=req.prompt or "", system=system, suffix=req.suffix,
+                                               messages=history, think=_think_bool(req.think),
+                                               think_level=_think_level(req.think))
             if req.context:
                 text = await client.detokenize(req.context) + text
             return text
@@ -191,7 +206,7 @@ class Engine:
             return text
         return await self._truncate(client, tmpl, messages, req, num_ctx, text)
 
-    async def _truncate(self, client: EngineClient, tmpl: Any, messages: list[dict[str, Any]], req: Inference,
+    async def _truncate(self, client: EngineClient, tmpl: Template, messages: list[dict[str, Any]], req: Inference,
                         num_ctx: int, full: str) -> str:
         """Drop the oldest non-system messages until the prompt fits num_ctx; the last message always stays."""
         if len(await client.tokenize(full, add_special=True)) <= num_ctx:
@@ -278,12 +293,10 @@ class Engine:
         )
 
 
-def prompts_template(source: str) -> Any:
-    from corral.model import _parse_template
-    from corral.templates.gotemplate import TemplateError
-
+def prompts_template(source: str) -> Template:
+    """A request's ``template`` override; a parse error is the client's (400)."""
     try:
-        return _parse_template(source)
+        return parse_template(source)
     except TemplateError as exc:
         raise RequestError(f"template error: {exc}") from exc
 
@@ -312,10 +325,8 @@ def _oai_message(m: dict[str, Any]) -> dict[str, Any]:
         calls = []
         for i, call in enumerate(m["tool_calls"]):
             fn = call.get("function", {})
-            import json as _json
-
             calls.append({"id": call.get("id") or f"call_{i}", "type": "function",
-                          "function": {"name": fn.get("name", ""), "arguments": _json.dumps(fn.get("arguments", {}))}})
+                          "function": {"name": fn.get("name", ""), "arguments": json.dumps(fn.get("arguments", {}))}})
         out["tool_calls"] = calls
     if m.get("tool_call_id"):
         out["tool_call_id"] = m["tool_call_id"]

@@ -28,7 +28,8 @@ def _gguf_info(path: str, digest: str) -> GGUFInfo:
 
 
 @functools.lru_cache(maxsize=256)
-def _parse_template(source: str) -> Template:
+def parse_template(source: str) -> Template:
+    """Parsed templates are cached by source: models share templates and requests repeat them."""
     return parse(source)
 
 
@@ -60,7 +61,7 @@ class Model:
         if self.template is None:
             return None
         try:
-            return _parse_template(self.template)
+            return parse_template(self.template)
         except TemplateError as exc:
             raise ModelError(f"template error: {exc}") from exc
 

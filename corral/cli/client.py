@@ -134,7 +134,9 @@ class Client:
     def version(self, timeout: float = 3.0) -> str:
         response = self._request("GET", "/api/version", timeout=timeout)
         try:
-            return str(response.json().get("version", ""))
+            data = response.json()
+            # Corral reports the Ollama API level as "version" and its own release as "corral_version".
+            return str(data.get("corral_version") or data.get("version", ""))
         except ValueError:
             return ""
 
