@@ -34,6 +34,7 @@ class InferenceError(RuntimeError):
 class Piece:
     content: str = ""
     thinking: str = ""
+    tool_calls: list[dict[str, Any]] | None = None  # complete calls, Ollama-shaped: {"id"?, "function": {...}}
 
 
 @dataclass(slots=True)
@@ -273,6 +274,7 @@ class Engine:
             body["chat_template_kwargs"] = {"enable_thinking": think}
         finish = "stop"
         timings: dict[str, Any] = {}
+        calls: dict[int, dict[str, Any]] = {}  # the engine streams each tool call's arguments in fragments
         async for event in client.stream("/v1/chat/completions", body):
             for choice in event.get("choices", []):
                 delta = choice.get("delta") or {}
@@ -280,10 +282,18 @@ class Engine:
                 thinking = delta.get("reasoning_content") or ""
                 if content or thinking:
                     yield Piece(content=content, thinking=thinking)
+                for frag in delta.get("tool_calls") or ():
+                    call = calls.setdefault(int(frag.get("index", len(calls))), {"id": "", "name": "", "args": ""})
+                    fn = frag.get("function") or {}
+                    call["id"] = frag.get("id") or call["id"]
+                    call["name"] += fn.get("name") or ""
+                    call["args"] += fn.get("arguments") or ""
                 if choice.get("finish_reason"):
                     finish = choice["finish_reason"]
             if event.get("timings"):
                 timings = event["timings"]
+        if calls:
+            yield Piece(tool_calls=[_ollama_call(i, c) for i, c in sorted(calls.items())])
         yield Final(
             done_reason="length" if finish == "length" else "stop",
             prompt_eval_count=int(timings.get("prompt_n", 0)),
@@ -315,6 +325,19 @@ def _think_level(think: bool | str | None) -> str | None:
     if isinstance(think, str):
         return think
     return None
+
+
+def _ollama_call(index: int, call: dict[str, Any]) -> dict[str, Any]:
+    try:
+        arguments = json.loads(call["args"]) if call["args"] else {}
+    except json.JSONDecodeError:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        arguments = {}
+    out: dict[str, Any] = {"function": {"index": index, "name": call["name"], "arguments": arguments}}
+    if call["id"]:
+        out["id"] = call["id"]
+    return out
 
 
 def _oai_message(m: dict[str, Any]) -> dict[str, Any]:

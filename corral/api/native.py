@@ -354,6 +354,8 @@ async def chat(request: Request, body: s.ChatRequest) -> Response:
         async for item in engine.generate(inference):
             if isinstance(item, Piece):
                 think = f',"thinking":{json.dumps(item.thinking)}' if item.thinking else ""
+                if item.tool_calls:
+                    think += f',"tool_calls":{json.dumps(item.tool_calls)}'
                 yield (f'{head}{now_rfc3339()}","message":{{"role":"assistant","content":{json.dumps(item.content)}'
                        f'{think}}},"done":false}}\n')
             else:
@@ -365,15 +367,18 @@ async def chat(request: Request, body: s.ChatRequest) -> Response:
         return await ndjson_stream(lines())
 
     async def folded() -> AsyncIterator[dict[str, Any]]:
-        content, thinking = [], []
+        content, thinking, calls = [], [], []
         async for item in engine.generate(inference):
             if isinstance(item, Piece):
                 content.append(item.content)
                 thinking.append(item.thinking)
+                calls.extend(item.tool_calls or ())
             else:
                 message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
                 if any(thinking):
                     message["thinking"] = "".join(thinking)
+                if calls:
+                    message["tool_calls"] = calls
                 yield {"model": name, "created_at": now_rfc3339(), "message": message, "done": True,
                        **_metrics(item)}
 
