@@ -367,7 +367,9 @@ async def chat(request: Request, body: s.ChatRequest) -> Response:
         return await ndjson_stream(lines())
 
     async def folded() -> AsyncIterator[dict[str, Any]]:
-        content, thinking, calls = [], [], []
+        content: list[str] = []
+        thinking: list[str] = []
+        calls: list[dict[str, Any]] = []
         async for item in engine.generate(inference):
             if isinstance(item, Piece):
                 content.append(item.content)
