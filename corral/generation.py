@@ -8,6 +8,7 @@ from the scheduler and turns the engine's stream into ``Piece`` and ``Final`` ob
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 
 from corral import config, memory, options
 from corral.model import Model, parse_template
+from corral.runner import kvcache
 from corral.runner.client import EngineClient, EngineError, EngineUnreachable
 from corral.runner.process import LaunchSpec
 from corral.scheduler import Loaded, Scheduler
@@ -98,9 +100,21 @@ class Engine:
             use_mmap=runner_opts.use_mmap,
             embedding=embedding,
             adapters=[str(p) for p in model.adapters],
+            slot_save_path=self._kv_dir(model, runner_opts.num_ctx),
         )
         key = (model.model_digest, *sorted(str(p) for p in model.adapters))
         return key, spec
+
+    @staticmethod
+    def _kv_dir(model: Model, num_ctx: int) -> str | None:
+        if kvcache.max_bytes() <= 0 or model.info.is_embedding:
+            return None
+        directory = kvcache.directory_for(model.model_digest, [str(p) for p in model.adapters], num_ctx)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            return None
+        return str(directory) + os.sep  # the engine joins this prefix and the file name
 
     def _ps_info(self, model: Model) -> dict[str, Any]:
         return {"model": model}
@@ -111,8 +125,8 @@ class Engine:
         """Load (or keep warm) a model without generating; returns the load time in seconds."""
         key, spec = self.launch_for(model, opts)
         async with self.scheduler.lease(key, spec, name=model.display_name, info=self._ps_info(model),
-                                        keep_alive=keep_alive) as entry:
-            return float(entry.info.get("load_duration", 0.0))
+                                        keep_alive=keep_alive) as (_, load_s):
+            return load_s
 
     async def unload(self, model: Model) -> bool:
         key = (model.model_digest, *sorted(str(p) for p in model.adapters))
@@ -131,8 +145,7 @@ class Engine:
         tmpl = model.go_template() if req.template is None else prompts_template(req.template)
 
         async with self.scheduler.lease(key, spec, name=model.display_name, info=self._ps_info(model),
-                                        keep_alive=req.keep_alive) as entry:
-            load_s = float(entry.info.get("load_duration", 0.0))
+                                        keep_alive=req.keep_alive) as (entry, load_s):
             client = entry.runner.client
             assert client is not None
             try:

@@ -14,9 +14,11 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from corral import config
+from corral.runner import kvcache
 from corral.runner.process import LaunchSpec, RunnerError, RunnerProcess
 
 log = logging.getLogger("corral.scheduler")
@@ -61,46 +63,53 @@ class Scheduler:
     @contextlib.asynccontextmanager
     async def lease(
         self, key: tuple[str, ...], spec: LaunchSpec, *, name: str, info: dict[str, Any], keep_alive: float | None
-    ) -> AsyncIterator[Loaded]:
-        """Hold a loaded runner for one request; the keep-alive clock starts when the last holder lets go."""
-        entry, load_duration = await self._acquire(key, spec, name=name, info=info, keep_alive=keep_alive)
-        entry.info["load_duration"] = load_duration
-        assert entry.slots is not None
+    ) -> AsyncIterator[tuple[Loaded, float]]:
+        """Hold a loaded runner (and one slot) for one request; yields it with this request's load time in seconds.
+
+        The keep-alive clock starts when the last holder lets go."""
+        # Everything that waits, for a load or for a free slot, counts against MAX_QUEUE.
+        if self._pending >= config.max_queue():
+            raise ServerBusy()
+        self._pending += 1
         try:
-            async with entry.slots:
-                yield entry
+            entry, load_duration = await self._acquire(key, spec, name=name, info=info, keep_alive=keep_alive)
+            assert entry.slots is not None
+            try:
+                await entry.slots.acquire()
+            except BaseException:
+                await self._release(entry)
+                raise
         finally:
+            self._pending -= 1
+        try:
+            yield entry, load_duration
+        finally:
+            entry.slots.release()
             await self._release(entry)
 
     async def _acquire(
         self, key: tuple[str, ...], spec: LaunchSpec, *, name: str, info: dict[str, Any], keep_alive: float | None
     ) -> tuple[Loaded, float]:
-        if self._pending >= config.max_queue():
-            raise ServerBusy()
-        self._pending += 1
         started = time.monotonic()
-        try:
-            while True:
+        while True:
+            entry = self.loaded.get(key)
+            if entry is not None and entry.runner.alive() and entry.spec == spec:
+                self._take(entry, keep_alive)
+                return entry, 0.0
+            async with self._load_lock:
                 entry = self.loaded.get(key)
                 if entry is not None and entry.runner.alive() and entry.spec == spec:
-                    self._take(entry, keep_alive)
-                    return entry, 0.0
-                async with self._load_lock:
-                    entry = self.loaded.get(key)
-                    if entry is not None and entry.runner.alive() and entry.spec == spec:
+                    continue
+                if entry is not None:
+                    if entry.refs > 0 and entry.runner.alive():
+                        # Different load options: wait for the current users, then reload.
+                        await self._wait_idle(entry)
                         continue
-                    if entry is not None:
-                        if entry.refs > 0 and entry.runner.alive():
-                            # Different load options: wait for the current users, then reload.
-                            await self._wait_idle(entry)
-                            continue
-                        await self._unload(entry)
-                    await self._make_room()
-                    entry = await self._load(key, spec, name=name, info=info)
-                    self._take(entry, keep_alive)
-                    return entry, time.monotonic() - started
-        finally:
-            self._pending -= 1
+                    await self._unload(entry)
+                await self._make_room()
+                entry = await self._load(key, spec, name=name, info=info)
+                self._take(entry, keep_alive)
+                return entry, time.monotonic() - started
 
     def _take(self, entry: Loaded, keep_alive: float | None) -> None:
         entry.refs += 1
@@ -169,6 +178,8 @@ class Scheduler:
             raise
         except OSError as exc:
             raise RunnerError(f"failed to start llama runner: {exc}") from exc
+        if spec.slot_save_path and runner.client is not None:
+            await kvcache.restore(runner.client, Path(spec.slot_save_path), spec.parallel)
         entry = Loaded(key=key, spec=spec, runner=runner, name=name, info=dict(info))
         entry.slots = asyncio.Semaphore(spec.parallel)
         entry.keep_alive = config.keep_alive_default()
@@ -181,6 +192,8 @@ class Scheduler:
         if entry.timer is not None:
             entry.timer.cancel()
             entry.timer = None
+        if entry.spec.slot_save_path and entry.runner.alive() and entry.runner.client is not None:
+            await kvcache.save(entry.runner.client, Path(entry.spec.slot_save_path))
         await entry.runner.stop()
         async with self._changed:
             self._changed.notify_all()

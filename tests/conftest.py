@@ -135,3 +135,9 @@ def fresh_server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 MODEL = "smollm2:135m"
+
+
+def long_request(num_predict: int) -> dict[str, object]:
+    """A raw counting prompt: greedy decoding keeps counting, so a stream stays busy as long as a test needs."""
+    return {"model": MODEL, "raw": True, "prompt": ", ".join(str(i) for i in range(1, 41)) + ",",
+            "options": {"num_predict": num_predict, "temperature": 0}}

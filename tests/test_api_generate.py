@@ -10,7 +10,7 @@ import time
 import httpx
 import ollama
 
-from tests.conftest import MODEL, ServerProcess
+from tests.conftest import MODEL, ServerProcess, long_request
 
 GREEDY = {"temperature": 0, "seed": 42}
 
@@ -170,8 +170,7 @@ def test_killed_runner_is_reported_and_replaced(fresh_server: ServerProcess) -> 
     url = fresh_server.url
     httpx.post(url + "/api/generate", json={"model": MODEL}, timeout=120)
     [pid] = fresh_server.runner_pids()
-    with httpx.stream("POST", url + "/api/generate", timeout=120, json={
-            "model": MODEL, "prompt": "Write a very long essay about the sea.", "options": {"num_predict": 2000}}) as r:
+    with httpx.stream("POST", url + "/api/generate", timeout=120, json=long_request(2000)) as r:
         lines = r.iter_lines()
         first = json.loads(next(lines))
         assert first["done"] is False
@@ -188,9 +187,7 @@ def test_killed_runner_is_reported_and_replaced(fresh_server: ServerProcess) -> 
 
 def test_client_disconnect_cancels_generation(fresh_server: ServerProcess) -> None:
     url = fresh_server.url
-    with httpx.stream("POST", url + "/api/generate", timeout=120, json={
-            "model": MODEL, "prompt": "Write a very long essay about mountains.",
-            "options": {"num_predict": 4000}}) as r:
+    with httpx.stream("POST", url + "/api/generate", timeout=120, json=long_request(4000)) as r:
         lines = r.iter_lines()
         next(lines)
         next(lines)
