@@ -10,7 +10,7 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from corral import __version__, bundled, config
-from corral.api import errors, native
+from corral.api import anthropic, errors, native, openai
 from corral.api.middleware import AssumeJSONBody
 from corral.generation import Engine
 from corral.scheduler import Scheduler
@@ -45,4 +45,6 @@ def create_app(models_dir: Path | None = None) -> FastAPI:
     app.add_middleware(AssumeJSONBody)
     errors.install(app)
     app.include_router(native.router)
+    app.include_router(openai.router)
+    app.include_router(anthropic.router)
     return app

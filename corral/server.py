@@ -21,6 +21,7 @@ def serve(bind: HostPort | None = None) -> None:
         format="time=%(asctime)s level=%(levelname)s source=%(name)s msg=%(message)s",
         stream=sys.stderr,
     )
+    logging.getLogger("httpx").setLevel(logging.DEBUG if config.debug() else logging.WARNING)
     logging.getLogger("corral.server").info(
         "Listening on %s:%d (corral %s), models in %s", bind.host, bind.port, _version(), config.models_dir()
     )

@@ -60,7 +60,8 @@ def test_queue_full_is_503(tmp_path: Path) -> None:
                 "model": MODEL, "prompt": "Hi", "stream": False, "options": {"num_predict": 2}}).status_code
 
         with httpx.stream("POST", srv.url + "/api/generate", timeout=120, json=long_request(2000)) as r:
-            next(r.iter_lines())  # the only slot is busy
+            lines = r.iter_lines()  # kept referenced: dropping the iterator would close the stream
+            assert "error" not in next(lines)  # the only slot is busy
             t = threading.Thread(target=queued)
             t.start()
             time.sleep(1.0)  # ordering only: let the second request take the one queue place

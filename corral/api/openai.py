@@ -250,8 +250,8 @@ def _format(fmt: o.ResponseFormat | None) -> Any:
     return None
 
 
-_EFFORTS = {"none": False, "minimal": "low", "low": "low", "medium": "medium", "high": "high", "max": "max",
-            "xhigh": "max", "ultra": "max"}
+_EFFORTS: dict[str, bool | str] = {"none": False, "minimal": "low", "low": "low", "medium": "medium",
+                                    "high": "high", "max": "max", "xhigh": "max", "ultra": "max"}
 
 
 def _think(body: o.ChatCompletionRequest) -> bool | str | None:
@@ -528,7 +528,7 @@ async def _completion_events(engine: Engine, inference: Inference, ident: str, m
         yield "data: [DONE]\n\n"
 
 
-# -- models -------------------------------------------------------------------------------------------------------------
+# -- models ------------------------------------------------------------------------------------------------------
 
 
 @router.get("/v1/models", response_model=o.ModelList, responses=_ERRORS, summary="List models (OpenAI)")
