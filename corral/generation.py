@@ -116,15 +116,17 @@ class Engine:
             return None
         return str(directory) + os.sep  # the engine joins this prefix and the file name
 
-    def _ps_info(self, model: Model) -> dict[str, Any]:
-        return {"model": model}
+    @staticmethod
+    def _ps_info(model: Model, spec: LaunchSpec) -> dict[str, Any]:
+        weights = model.model_path.stat().st_size + sum(p.stat().st_size for p in model.adapters)
+        return {"model": model, "bytes": memory.model_bytes(model.info, weights, spec.num_ctx, spec.parallel)}
 
     # -- load / unload ----------------------------------------------------------------------------------------
 
     async def load(self, model: Model, opts: dict[str, Any], keep_alive: float | None) -> float:
         """Load (or keep warm) a model without generating; returns the load time in seconds."""
         key, spec = self.launch_for(model, opts)
-        async with self.scheduler.lease(key, spec, name=model.display_name, info=self._ps_info(model),
+        async with self.scheduler.lease(key, spec, name=model.display_name, info=self._ps_info(model, spec),
                                         keep_alive=keep_alive) as (_, load_s):
             return load_s
 
@@ -144,7 +146,7 @@ class Engine:
         self._apply_format(sampling, req.format)
         tmpl = model.go_template() if req.template is None else prompts_template(req.template)
 
-        async with self.scheduler.lease(key, spec, name=model.display_name, info=self._ps_info(model),
+        async with self.scheduler.lease(key, spec, name=model.display_name, info=self._ps_info(model, spec),
                                         keep_alive=req.keep_alive) as (entry, load_s):
             client = entry.runner.client
             assert client is not None

@@ -47,3 +47,21 @@ def choose_parallel(info: GGUFInfo, weights_size: int, num_ctx: int, requested: 
         if model_bytes(info, weights_size, num_ctx, slots) <= budget:
             return slots
     return 1
+
+
+def budget_bytes(loaded_bytes: int) -> int:
+    """Bytes that loaded models may use in all: ``CORRAL_MEMORY_LIMIT`` if set, else what is loaded plus what the
+    kernel could still hand out."""
+    from corral import config
+
+    limit = config.env_int("MEMORY_LIMIT", 0)
+    if limit > 0:
+        return limit
+    return loaded_bytes + available_bytes()
+
+
+def human(n: int) -> str:
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} B"

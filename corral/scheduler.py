@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corral import config
+from corral import config, memory
 from corral.runner import kvcache
 from corral.runner.process import LaunchSpec, RunnerError, RunnerProcess
 
@@ -106,7 +106,7 @@ class Scheduler:
                         await self._wait_idle(entry)
                         continue
                     await self._unload(entry)
-                await self._make_room()
+                await self._make_room(int(info.get("bytes", 0)), name)
                 entry = await self._load(key, spec, name=name, info=info)
                 self._take(entry, keep_alive)
                 return entry, time.monotonic() - started
@@ -156,14 +156,26 @@ class Scheduler:
 
     # -- loading and eviction ------------------------------------------------------------------------------------
 
-    async def _make_room(self) -> None:
-        """Evict least-recently-used idle runners until a new one fits under MAX_LOADED_MODELS."""
+    async def _make_room(self, required: int, name: str) -> None:
+        """Evict least-recently-used idle runners until a new one fits: under MAX_LOADED_MODELS and in memory.
+
+        A model that cannot fit even with nothing else loaded is refused with a clear error instead of being
+        started into an out-of-memory kill."""
         limit = config.max_loaded_models()
-        while len(self.loaded) >= limit:
+        while True:
+            loaded_bytes = sum(int(e.info.get("bytes", 0)) for e in self.loaded.values())
+            budget = memory.budget_bytes(loaded_bytes)
+            if not self.loaded and required > budget:
+                raise RunnerError(
+                    f"model requires more system memory ({memory.human(required)}) than is available "
+                    f"({memory.human(budget)})"
+                )
+            if len(self.loaded) < limit and loaded_bytes + required <= budget:
+                return
             idle = [e for e in self.loaded.values() if e.refs == 0]
             if idle:
                 victim = min(idle, key=lambda e: e.last_used)
-                log.info("evicting %s to make room", victim.name)
+                log.info("evicting %s to make room for %s", victim.name, name)
                 await self._unload(victim)
                 continue
             async with self._changed:

@@ -165,3 +165,23 @@ def test_negative_keep_alive_is_forever(fresh_server: ServerProcess, keep_alive:
     httpx.post(fresh_server.url + "/api/generate", json={"model": MODEL, "keep_alive": keep_alive}, timeout=120)
     [entry] = httpx.get(fresh_server.url + "/api/ps").json()["models"]
     assert entry["expires_at"].startswith("2316")
+
+
+def test_memory_budget_evicts_then_refuses(tmp_path: Path) -> None:
+    # One slot: about 98 MB of weights plus 94 MB of KV cache at num_ctx 4096.
+    env = {"CORRAL_NUM_PARALLEL": "1", "CORRAL_MEMORY_LIMIT": str(250 << 20)}
+    with running_server(tmp_path, env) as srv:
+        store = Store(srv.models)
+        real = store.blob_path(store.read_manifest(store.resolve(MODEL)).manifest.layers[0].digest).read_bytes()
+        derive(srv, "second-smol", weights=real + b"\0" * 64)
+        client = ollama.Client(host=srv.url)
+        client.generate(model=MODEL, prompt="Hi", options={"num_predict": 2})
+        client.generate(model="second-smol", prompt="Hi", options={"num_predict": 2})
+        # Both would not fit in 250 MiB, so the idle one was evicted although MAX_LOADED_MODELS is 3.
+        assert [m.model for m in client.ps().models] == ["second-smol:latest"]
+        # A context that alone needs more than the budget is refused with a clear error, and nothing crashes.
+        r = httpx.post(srv.url + "/api/generate", timeout=60, json={
+            "model": MODEL, "prompt": "Hi", "options": {"num_ctx": 8192}})
+        assert r.status_code == 500
+        assert r.json()["error"].startswith("model requires more system memory")
+        assert httpx.get(srv.url + "/").status_code == 200
