@@ -15,21 +15,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corral import config, memory, options
+from corral.errors import InferenceError, RequestError
 from corral.model import Model, parse_template
 from corral.runner import kvcache
 from corral.runner.client import EngineClient, EngineError, EngineUnreachable
 from corral.runner.process import LaunchSpec
 from corral.scheduler import Loaded, Scheduler
+from corral.shaping import OutputShaper
+from corral.structured import engine_schema
 from corral.templates import prompt as prompts
 from corral.templates.gotemplate import Template, TemplateError
-
-
-class RequestError(ValueError):
-    """The request cannot be served as asked (HTTP 400)."""
-
-
-class InferenceError(RuntimeError):
-    """The engine failed while serving (HTTP 500, or an ``{"error"}`` line once streaming has begun)."""
 
 
 @dataclass(slots=True)
@@ -49,6 +44,14 @@ class Final:
     load_duration: int = 0
     total_duration: int = 0
     context: list[int] | None = None
+
+
+@dataclass(slots=True)
+class Embeddings:
+    vectors: list[list[float]]
+    prompt_eval_count: int
+    load_duration: int
+    total_duration: int
 
 
 @dataclass
@@ -84,25 +87,35 @@ class Engine:
 
     # -- runners ---------------------------------------------------------------------------------------------
 
-    def launch_for(self, model: Model, opts: dict[str, Any]) -> tuple[tuple[str, ...], LaunchSpec]:
+    def launch_for(self, model: Model, opts: dict[str, Any], *,
+                   for_embedding: bool = False) -> tuple[tuple[str, ...], LaunchSpec]:
+        """The runner a request needs. A chat model asked for embeddings gets a runner of its own with
+        last-token pooling, so its generation runner keeps the engine's fast path."""
         info = model.info
         runner_opts = options.RunnerOptions.from_options(opts, model_ctx=info.context_length or None)
-        embedding = info.is_embedding
+        embedding = info.is_embedding or for_embedding
+        if embedding:  # an input must fit one batch: Ollama's min(2048, num_ctx)
+            runner_opts = options.RunnerOptions(
+                num_ctx=runner_opts.num_ctx, num_batch=max(runner_opts.num_batch, min(2048, runner_opts.num_ctx)),
+                num_thread=runner_opts.num_thread, use_mmap=runner_opts.use_mmap)
         parallel = memory.choose_parallel(info, model.model_path.stat().st_size, runner_opts.num_ctx,
                                           config.num_parallel())
         spec = LaunchSpec(
             model=str(model.model_path),
             num_ctx=runner_opts.num_ctx,
             parallel=parallel,
-            num_batch=runner_opts.num_batch if not embedding else max(runner_opts.num_batch, runner_opts.num_ctx),
+            num_batch=runner_opts.num_batch,
             num_thread=runner_opts.num_thread,
             num_gpu=int(opts.get("num_gpu", -1)),
             use_mmap=runner_opts.use_mmap,
             embedding=embedding,
+            pooling="last" if for_embedding and not info.is_embedding else None,
             adapters=[str(p) for p in model.adapters],
-            slot_save_path=self._kv_dir(model, runner_opts.num_ctx),
+            slot_save_path=None if embedding else self._kv_dir(model, runner_opts.num_ctx),
         )
         key = (model.model_digest, *sorted(str(p) for p in model.adapters))
+        if spec.pooling:
+            key = (*key, "embed")
         return key, spec
 
     @staticmethod
@@ -145,6 +158,8 @@ class Engine:
         sampling = options.engine_sampling(merged, spec.num_ctx)
         self._apply_format(sampling, req.format)
         tmpl = model.go_template() if req.template is None else prompts_template(req.template)
+        if req.think is None and "thinking" in model.capabilities():
+            req.think = True  # Ollama thinks by default when the model can
 
         async with self.scheduler.lease(key, spec, name=model.display_name, info=self._ps_info(model, spec),
                                         keep_alive=req.keep_alive) as (entry, load_s):
@@ -158,7 +173,7 @@ class Engine:
                         text = await self._render(client, req, tmpl, spec.num_ctx)
                     except TemplateError as exc:
                         raise InferenceError(f"template error: {exc}") from exc
-                    stream = self._completion(client, req, text, sampling)
+                    stream = self._completion(client, req, text, sampling, None if req.raw else tmpl)
                 async for item in stream:
                     if isinstance(item, Final):
                         item.load_duration = int(load_s * 1e9)
@@ -181,14 +196,56 @@ class Engine:
 
     @staticmethod
     def _apply_format(sampling: dict[str, Any], fmt: Any) -> None:
-        if fmt is None or fmt == "":
-            return
-        if fmt == "json":
-            sampling["json_schema"] = {}
-        elif isinstance(fmt, dict):
-            sampling["json_schema"] = fmt
-        else:
-            raise InferenceError(f'invalid format: {fmt!r}; expected "json" or a valid JSON Schema object')
+        schema = engine_schema(fmt)
+        if schema is not None:
+            sampling["json_schema"] = schema
+
+    # -- embeddings ---------------------------------------------------------------------------------------------
+
+    async def embed(self, model: Model, inputs: list[str], *, opts: dict[str, Any], keep_alive: float | None,
+                    truncate: bool = True) -> Embeddings:
+        """Raw (unnormalized) vectors for every input, evaluated in one batch by the engine."""
+        started = time.perf_counter()
+        merged = options.merge(model.params, opts)
+        key, spec = self.launch_for(model, merged, for_embedding=True)
+        async with self.scheduler.lease(key, spec, name=model.display_name, info=self._ps_info(model, spec),
+                                        keep_alive=keep_alive) as (entry, load_s):
+            client = entry.runner.client
+            assert client is not None
+            try:
+                content = await self._fit_inputs(client, inputs, min(spec.num_ctx, spec.num_batch), truncate)
+                data = await client.post("/v1/embeddings", {"input": content, "embd_normalize": -1})
+            except EngineUnreachable as exc:
+                raise InferenceError(self._death_message(entry, exc)) from exc
+            except EngineError as exc:
+                if exc.status == 400:
+                    raise RequestError(str(exc)) from exc
+                raise InferenceError(str(exc)) from exc
+        rows = sorted(data.get("data", []), key=lambda d: int(d.get("index", 0)))
+        vectors = [[float(x) for x in row["embedding"]] for row in rows]
+        count = int((data.get("usage") or {}).get("prompt_tokens", 0))
+        return Embeddings(vectors=vectors, prompt_eval_count=count, load_duration=int(load_s * 1e9),
+                          total_duration=int((time.perf_counter() - started) * 1e9))
+
+    @staticmethod
+    async def _fit_inputs(client: EngineClient, inputs: list[str], limit: int, truncate: bool) -> list[Any]:
+        """Inputs longer than the context are cut to it (or refused when ``truncate`` is false).
+
+        Only inputs with more UTF-8 bytes than ``limit`` can have more tokens, so the rest skip tokenizing."""
+        out: list[Any] = []
+        for text in inputs:
+            if len(text.encode()) + 2 <= limit:
+                out.append(text)
+                continue
+            tokens = await client.tokenize(text, add_special=False)
+            room = limit - 4  # the engine adds BOS/CLS and EOS/SEP; the context must not be filled to the brim
+            if len(tokens) <= room:
+                out.append(text)
+            elif not truncate:
+                raise RequestError("the input length exceeds the context length")
+            else:
+                out.append(await client.detokenize(tokens[:room]))
+        return out
 
     # -- the rendered path: Corral renders the Go template, the engine completes raw text --------------------------
 
@@ -245,19 +302,29 @@ class Engine:
             messages.insert(0, {"role": "system", "content": model.system})
         return messages
 
-    async def _completion(self, client: EngineClient, req: Inference, prompt: str,
-                          sampling: dict[str, Any]) -> AsyncIterator[Piece | Final]:
+    async def _completion(self, client: EngineClient, req: Inference, prompt: str, sampling: dict[str, Any],
+                          tmpl: Template | None) -> AsyncIterator[Piece | Final]:
         body = {"prompt": prompt, "cache_prompt": True, **sampling}
         final: dict[str, Any] | None = None
         pieces: list[str] = []
+        shaper = OutputShaper.for_request(tmpl, prompt, think=bool(_think_bool(req.think)), tools=req.tools)
         async for event in client.stream("/completion", body):
             text = event.get("content", "")
             if text:
                 if req.want_context:
                     pieces.append(text)
-                yield Piece(content=text)
+                if shaper is None:
+                    yield Piece(content=text)
+                else:
+                    piece = _piece(*shaper.add(text))
+                    if piece is not None:
+                        yield piece
             if event.get("stop"):
                 final = event
+        if shaper is not None:
+            piece = _piece(*shaper.finish())
+            if piece is not None:
+                yield piece
         timings = (final or {}).get("timings", {})
         stop_type = (final or {}).get("stop_type", "eos")
         out = Final(
@@ -340,6 +407,12 @@ def _think_level(think: bool | str | None) -> str | None:
     if isinstance(think, str):
         return think
     return None
+
+
+def _piece(thinking: str, content: str, calls: list[dict[str, Any]]) -> Piece | None:
+    if not (thinking or content or calls):
+        return None
+    return Piece(content=content, thinking=thinking, tool_calls=calls or None)
 
 
 def _ollama_call(index: int, call: dict[str, Any]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime
@@ -403,3 +404,48 @@ async def _load_or_unload(engine: Engine, model: Model, opts: dict[str, Any], ke
         out["response"] = ""
     out.update({"done": True, "done_reason": reason})
     return JSONResponse(out)
+
+
+# -- embeddings -----------------------------------------------------------------------------------------------------
+
+
+def normalize(vector: list[float], dimensions: int | None = None) -> list[float]:
+    """L2-normalize, after cutting to ``dimensions`` when that is shorter (Ollama's rule)."""
+    if dimensions and 0 < dimensions < len(vector):
+        vector = vector[:dimensions]
+    norm = math.sqrt(sum(x * x for x in vector))
+    if not math.isfinite(norm):
+        raise APIError(400, "embedding contains NaN or Inf values")
+    return [x / norm for x in vector] if norm > 0 else vector
+
+
+@router.post("/api/embed", response_model=s.EmbedResponse, response_model_exclude_none=True)
+async def embed(request: Request, body: s.EmbedRequest) -> JSONResponse:
+    store, engine = _store(request), _engine(request)
+    model = _model(store, body.model)
+    keep_alive = _keep_alive(body.keep_alive)
+    inputs = [body.input] if isinstance(body.input, str) else list(body.input or [])
+    inputs = [text for text in inputs if text != ""] if len(inputs) == 1 else inputs
+    opts = options.validate(body.options)
+    if not inputs:
+        await engine.load(model, options.merge(model.params, opts), keep_alive)
+        return JSONResponse({"model": model.display_name, "embeddings": []})
+    result = await engine.embed(model, inputs, opts=opts, keep_alive=keep_alive, truncate=body.truncate is not False)
+    out: dict[str, Any] = {"model": model.display_name,
+                           "embeddings": [normalize(v, body.dimensions) for v in result.vectors]}
+    for key in ("total_duration", "load_duration", "prompt_eval_count"):
+        if getattr(result, key):
+            out[key] = getattr(result, key)
+    return JSONResponse(out)
+
+
+@router.post("/api/embeddings", response_model=s.EmbeddingResponse)
+async def embeddings(request: Request, body: s.EmbeddingRequest) -> JSONResponse:
+    """Legacy: one prompt, the vector as the engine returns it (not normalized)."""
+    store, engine = _store(request), _engine(request)
+    model = _model(store, body.model)
+    keep_alive = _keep_alive(body.keep_alive)
+    if not body.prompt:
+        return JSONResponse({"embedding": []})
+    result = await engine.embed(model, [body.prompt], opts=options.validate(body.options), keep_alive=keep_alive)
+    return JSONResponse({"embedding": result.vectors[0]})

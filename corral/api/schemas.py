@@ -212,3 +212,33 @@ class ProcessResponse(BaseModel):
 class VersionResponse(BaseModel):
     version: str
     corral_version: str | None = None
+
+
+class EmbedRequest(_Request):
+    model: str = ""
+    input: str | list[str] | None = None
+    truncate: bool | None = True
+    dimensions: int | None = Field(default=None, ge=0)
+    keep_alive: float | str | None = None
+    options: dict[str, Any] | None = None
+
+
+class EmbedResponse(BaseModel):
+    model: str
+    embeddings: list[list[float]]
+    total_duration: int | None = None
+    load_duration: int | None = None
+    prompt_eval_count: int | None = None
+
+
+class EmbeddingRequest(_Request):
+    """The legacy ``/api/embeddings`` body."""
+
+    model: str = ""
+    prompt: str = ""
+    keep_alive: float | str | None = None
+    options: dict[str, Any] | None = None
+
+
+class EmbeddingResponse(BaseModel):
+    embedding: list[float]

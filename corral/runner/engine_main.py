@@ -58,7 +58,8 @@ def build_params(spec: dict[str, Any]) -> Any:
     # llama-server splits -c across slots; Corral's num_ctx is per request, like Ollama's.
     p.n_ctx = int(spec["num_ctx"]) * slots
     p.n_batch = int(spec.get("num_batch", 512))
-    p.n_ubatch = min(p.n_batch, 512)
+    # Encoder models (BERT) must see a whole input in one micro-batch.
+    p.n_ubatch = p.n_batch if spec.get("embedding") else min(p.n_batch, 512)
     threads = int(spec.get("num_thread", 0)) or (os.cpu_count() or 1)
     p.cpuparams.n_threads = threads
     p.cpuparams_batch.n_threads = threads
@@ -76,6 +77,8 @@ def build_params(spec: dict[str, Any]) -> Any:
         p.slot_save_path = spec["slot_save_path"]
     if spec.get("embedding"):
         p.embedding = True
+        if spec.get("pooling") == "last":  # a decoder LLM asked for embeddings: its last token's state
+            p.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_LAST
     if spec.get("use_mmap") is False:
         p.load_mode = xllamacpp.llama_load_mode.LLAMA_LOAD_MODE_NONE
     if spec.get("chat_template"):

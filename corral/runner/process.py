@@ -40,6 +40,7 @@ class LaunchSpec:
     use_mmap: bool | None = None
     num_keep: int = 4
     embedding: bool = False
+    pooling: str | None = None  # "last" to embed with a decoder LLM; None: the GGUF's own pooling
     adapters: list[str] = field(default_factory=list)
     slot_save_path: str | None = None
 
@@ -60,6 +61,8 @@ class LaunchSpec:
             args.append("--no-mmap")
         if self.embedding:
             args.append("--embedding")
+        if self.pooling:
+            args += ["--pooling", self.pooling]
         for adapter in self.adapters:
             args += ["--lora", adapter]
         if self.slot_save_path:
