@@ -8,9 +8,10 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from corral import __version__, bundled, config
-from corral.api import anthropic, errors, native, openai
+from corral.api import anthropic, errors, native, openai, security, transfer
 from corral.api.middleware import AssumeJSONBody
 from corral.generation import Engine
 from corral.scheduler import Scheduler
@@ -18,9 +19,18 @@ from corral.store.store import Store
 
 log = logging.getLogger("corral.server")
 
+# Ollama's CORS header list, so browser clients of the OpenAI SDK work.
+ALLOWED_HEADERS = [
+    "Authorization", "Content-Type", "User-Agent", "Accept", "X-Requested-With", "OpenAI-Beta",
+    *(f"x-stainless-{h}" for h in ("arch", "async", "custom-poll-interval", "helper-method", "lang", "os",
+                                   "package-version", "poll-helper", "retry-count", "runtime", "runtime-version",
+                                   "timeout")),
+]
 
-def create_app(models_dir: Path | None = None) -> FastAPI:
+
+def create_app(models_dir: Path | None = None, bind: config.HostPort | None = None) -> FastAPI:
     store = Store(models_dir or config.models_dir())
+    bind = bind or config.host()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -42,9 +52,19 @@ def create_app(models_dir: Path | None = None) -> FastAPI:
     app = FastAPI(title="Corral", version=__version__, lifespan=lifespan,
                   description="Ollama-compatible local LLM runtime")
     app.state.store = store
+    # Starlette runs the last-added middleware first: Host check, then CORS, then body rules.
     app.add_middleware(AssumeJSONBody)
+    app.add_middleware(security.BodyLimit, limit=security.max_body())
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origin_regex=security.origin_regex(security.allowed_origins()),
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
+        allow_headers=ALLOWED_HEADERS,
+    )
+    app.add_middleware(security.HostCheck, enabled=bind.is_loopback)
     errors.install(app)
     app.include_router(native.router)
     app.include_router(openai.router)
     app.include_router(anthropic.router)
+    app.include_router(transfer.router)
     return app

@@ -26,7 +26,7 @@ def serve(bind: HostPort | None = None) -> None:
         "Listening on %s:%d (corral %s), models in %s", bind.host, bind.port, _version(), config.models_dir()
     )
     uvicorn.run(
-        create_app(),
+        create_app(bind=bind),
         host=bind.host,
         port=bind.port,
         log_level="warning",
