@@ -7,6 +7,7 @@ from the scheduler and turns the engine's stream into ``Piece`` and ``Final`` ob
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -199,6 +200,33 @@ class Engine:
         schema = engine_schema(fmt)
         if schema is not None:
             sampling["json_schema"] = schema
+
+    # -- tokens ---------------------------------------------------------------------------------------------------
+
+    async def tokenize(self, model: Model, text: str, opts: dict[str, Any], keep_alive: float | None) -> list[int]:
+        """The model's own token ids for ``text`` (no BOS added), from the engine's tokenizer."""
+        async with self._runner(model, opts, keep_alive) as client:
+            return await client.tokenize(text, add_special=False)
+
+    async def detokenize(self, model: Model, tokens: list[int], opts: dict[str, Any],
+                         keep_alive: float | None) -> str:
+        async with self._runner(model, opts, keep_alive) as client:
+            return await client.detokenize(tokens)
+
+    @contextlib.asynccontextmanager
+    async def _runner(self, model: Model, opts: dict[str, Any], keep_alive: float | None,
+                      ) -> AsyncIterator[EngineClient]:
+        merged = options.merge(model.params, opts)
+        key, spec = self.launch_for(model, merged)
+        async with self.scheduler.lease(key, spec, name=model.display_name, info=self._ps_info(model, spec),
+                                        keep_alive=keep_alive) as (entry, _):
+            assert entry.runner.client is not None
+            try:
+                yield entry.runner.client
+            except EngineUnreachable as exc:
+                raise InferenceError(self._death_message(entry, exc)) from exc
+            except EngineError as exc:
+                raise (RequestError if exc.status == 400 else InferenceError)(str(exc)) from exc
 
     # -- embeddings ---------------------------------------------------------------------------------------------
 

@@ -449,3 +449,27 @@ async def embeddings(request: Request, body: s.EmbeddingRequest) -> JSONResponse
         return JSONResponse({"embedding": []})
     result = await engine.embed(model, [body.prompt], opts=options.validate(body.options), keep_alive=keep_alive)
     return JSONResponse({"embedding": result.vectors[0]})
+
+
+# -- tokens (beyond Ollama) --------------------------------------------------------------------------------------
+
+
+@router.post("/api/tokenize", response_model=s.TokenizeResponse)
+async def tokenize(request: Request, body: s.TokenizeRequest) -> s.TokenizeResponse:
+    """The model's token ids for ``content``, exactly as the engine tokenizes a prompt (no BOS added)."""
+    model = _model(_store(request), body.model)
+    tokens = await _engine(request).tokenize(model, body.content, options.validate(body.options),
+                                             _keep_alive(body.keep_alive))
+    return s.TokenizeResponse(tokens=tokens)
+
+
+@router.post("/api/detokenize", response_model=s.DetokenizeResponse)
+async def detokenize(request: Request, body: s.DetokenizeRequest) -> s.DetokenizeResponse:
+    model = _model(_store(request), body.model)
+    vocab = model.info.array_length("tokenizer.ggml.tokens") or 0
+    bad = [t for t in body.tokens if t < 0 or (vocab and t >= vocab)]
+    if bad:
+        raise APIError(400, f"invalid token id {bad[0]} (vocabulary size {vocab})")
+    content = await _engine(request).detokenize(model, body.tokens, options.validate(body.options),
+                                                _keep_alive(body.keep_alive))
+    return s.DetokenizeResponse(content=content)

@@ -242,3 +242,25 @@ class EmbeddingRequest(_Request):
 
 class EmbeddingResponse(BaseModel):
     embedding: list[float]
+
+
+class TokenizeRequest(_Request):
+    model: str = ""
+    content: str = ""
+    keep_alive: float | str | None = None
+    options: dict[str, Any] | None = None
+
+
+class TokenizeResponse(BaseModel):
+    tokens: list[int]
+
+
+class DetokenizeRequest(_Request):
+    model: str = ""
+    tokens: list[int] = Field(default_factory=list)
+    keep_alive: float | str | None = None
+    options: dict[str, Any] | None = None
+
+
+class DetokenizeResponse(BaseModel):
+    content: str
