@@ -45,6 +45,8 @@ class Final:
     load_duration: int = 0
     total_duration: int = 0
     context: list[int] | None = None
+    prompt_cached_count: int = 0  # prompt tokens served from the prefix cache (not in prompt_eval_count)
+    stop_sequence: str | None = None  # the stop string that ended generation, if one did
 
 
 @dataclass(slots=True)
@@ -361,6 +363,8 @@ class Engine:
             prompt_eval_duration=_ns(timings.get("prompt_ms")),
             eval_count=int(timings.get("predicted_n", 0)),
             eval_duration=_ns(timings.get("predicted_ms")),
+            prompt_cached_count=int(timings.get("cache_n", 0)),
+            stop_sequence=(final or {}).get("stopping_word") or None if stop_type == "word" else None,
         )
         if req.want_context and not req.raw:
             out.context = await client.tokenize(prompt + "".join(pieces), add_special=True)
@@ -410,6 +414,7 @@ class Engine:
             prompt_eval_duration=_ns(timings.get("prompt_ms")),
             eval_count=int(timings.get("predicted_n", 0)),
             eval_duration=_ns(timings.get("predicted_ms")),
+            prompt_cached_count=int(timings.get("cache_n", 0)),
         )
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 import sys
+from types import FrameType
 
-from corral import config
+from corral import __version__, config
 from corral.config import HostPort
 
 
@@ -13,7 +14,15 @@ def serve(bind: HostPort | None = None) -> None:
     """Bind to CORRAL_HOST/OLLAMA_HOST (default 127.0.0.1:11434) and serve; runners stop when this returns."""
     import uvicorn
 
+    from corral.api.streaming import begin_shutdown
     from corral.app import create_app
+
+    class Server(uvicorn.Server):
+        """Tells streams in flight to finish with an error line as soon as a stop signal arrives."""
+
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            begin_shutdown()
+            super().handle_exit(sig, frame)
 
     bind = bind or config.host()
     logging.basicConfig(
@@ -23,19 +32,13 @@ def serve(bind: HostPort | None = None) -> None:
     )
     logging.getLogger("httpx").setLevel(logging.DEBUG if config.debug() else logging.WARNING)
     logging.getLogger("corral.server").info(
-        "Listening on %s:%d (corral %s), models in %s", bind.host, bind.port, _version(), config.models_dir()
+        "Listening on %s:%d (corral %s), models in %s", bind.host, bind.port, __version__, config.models_dir()
     )
-    uvicorn.run(
+    Server(uvicorn.Config(
         create_app(bind=bind),
         host=bind.host,
         port=bind.port,
         log_level="warning",
         access_log=config.debug(),
         timeout_graceful_shutdown=5,
-    )
-
-
-def _version() -> str:
-    from corral import __version__
-
-    return __version__
+    )).run()

@@ -185,3 +185,24 @@ def test_memory_budget_evicts_then_refuses(tmp_path: Path) -> None:
         assert r.status_code == 500
         assert r.json()["error"].startswith("model requires more system memory")
         assert httpx.get(srv.url + "/").status_code == 200
+
+
+def test_sigterm_ends_streams_with_an_error_and_stops_runners(tmp_path: Path) -> None:
+    import json
+
+    from tests.conftest import long_request
+
+    with running_server(tmp_path) as srv:
+        with httpx.stream("POST", srv.url + "/api/generate", timeout=60, json=long_request(3000)) as r:
+            lines = r.iter_lines()
+            assert json.loads(next(lines))["done"] is False
+            runners = srv.runner_pids()
+            assert runners
+            srv.proc.send_signal(signal.SIGTERM)
+            rest = [json.loads(line) for line in lines if line]
+        assert rest[-1] == {"error": "server shutting down"}
+        assert srv.proc.wait(timeout=30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(p) for p in runners):
+            time.sleep(0.1)
+        assert not any(_alive(p) for p in runners)

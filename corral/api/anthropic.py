@@ -10,7 +10,6 @@ Corral.
 
 from __future__ import annotations
 
-import json
 import logging
 import secrets
 from collections.abc import AsyncGenerator
@@ -26,8 +25,10 @@ from corral.api.openai import (
     call_id,
     check_capabilities,
     decode_base64,
+    dumps,
     engine_of,
     family_route,
+    prompt_tokens,
     resolve_model,
     run_to_end,
     sse_response,
@@ -49,7 +50,7 @@ def anthropic_error(status: int, message: str) -> dict[str, Any]:
 
 def _stream_error(status: int, message: str) -> str:
     body = {"type": "error", "error": {"type": _KINDS.get(status, "api_error"), "message": message}}
-    return f"event: error\ndata: {json.dumps(body)}\n\n"
+    return f"event: error\ndata: {dumps(body)}\n\n"
 
 
 router = APIRouter(route_class=family_route(anthropic_error), tags=["anthropic"])
@@ -232,7 +233,7 @@ async def messages(request: Request, body: a.MessagesRequest) -> Response:
         return JSONResponse({
             "id": ident, "type": "message", "role": "assistant", "model": body.model, "content": content,
             "stop_reason": stop_reason(final, bool(calls)), "stop_sequence": getattr(final, "stop_sequence", None),
-            "usage": {"input_tokens": final.prompt_eval_count, "output_tokens": final.eval_count},
+            "usage": {"input_tokens": prompt_tokens(final), "output_tokens": final.eval_count},
         })
 
     return await sse_response(_events(engine, inference, ident, body.model, _estimate_tokens(msgs)),
@@ -240,7 +241,7 @@ async def messages(request: Request, body: a.MessagesRequest) -> Response:
 
 
 def _event(name: str, data: dict[str, Any]) -> str:
-    return f"event: {name}\ndata: {json.dumps(data)}\n\n"
+    return f"event: {name}\ndata: {dumps(data)}\n\n"
 
 
 async def _events(engine: Engine, inference: Inference, ident: str, model: str,
@@ -273,7 +274,7 @@ async def _events(engine: Engine, inference: Inference, ident: str, model: str,
                     yield _event("content_block_start",
                                  {"type": "content_block_start", "index": index, "content_block": block})
                 yield (f'event: content_block_delta\ndata: {{"type":"content_block_delta","index":{index},'
-                       f'"delta":{{"type":"{kind}_delta","{kind}":{json.dumps(text)}}}}}\n\n')
+                       f'"delta":{{"type":"{kind}_delta","{kind}":{dumps(text)}}}}}\n\n')
             for call in item.tool_calls or ():
                 if open_kind:
                     yield f'event: content_block_stop\ndata: {{"type":"content_block_stop","index":{index}}}\n\n'
@@ -284,7 +285,7 @@ async def _events(engine: Engine, inference: Inference, ident: str, model: str,
                 yield _event("content_block_start", {"type": "content_block_start", "index": index,
                                                      "content_block": {**use, "input": {}}})
                 yield _event("content_block_delta", {"type": "content_block_delta", "index": index, "delta": {
-                    "type": "input_json_delta", "partial_json": json.dumps(use["input"])}})
+                    "type": "input_json_delta", "partial_json": dumps(use["input"])}})
                 yield f'event: content_block_stop\ndata: {{"type":"content_block_stop","index":{index}}}\n\n'
             continue
         if open_kind:
@@ -293,5 +294,5 @@ async def _events(engine: Engine, inference: Inference, ident: str, model: str,
             "type": "message_delta",
             "delta": {"stop_reason": stop_reason(item, calls > 0),
                       "stop_sequence": getattr(item, "stop_sequence", None)},
-            "usage": {"input_tokens": item.prompt_eval_count, "output_tokens": item.eval_count}})
+            "usage": {"input_tokens": prompt_tokens(item), "output_tokens": item.eval_count}})
         yield 'event: message_stop\ndata: {"type":"message_stop"}\n\n'

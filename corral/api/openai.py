@@ -42,6 +42,11 @@ SSE = "text/event-stream"
 # -- shared by the /v1 API families ----------------------------------------------------------------------------------
 
 
+def dumps(value: Any) -> str:
+    """Compact JSON, as Go's encoder writes it: every byte counts on the per-token path."""
+    return json.dumps(value, separators=(",", ":"))
+
+
 def store_of(request: Request) -> Store:
     return request.app.state.store  # type: ignore[no-any-return]
 
@@ -166,6 +171,12 @@ async def run_to_end(engine: Engine, inference: Inference) -> tuple[str, str, li
     return "".join(content), "".join(thinking), calls, final
 
 
+def prompt_tokens(final: Final) -> int:
+    """The whole prompt's tokens for usage, cached prefix included once the engine reports it separately
+    (``prompt_cached_count``); the engine's ``prompt_n`` alone counts only the tokens it had to evaluate."""
+    return final.prompt_eval_count + int(getattr(final, "prompt_cached_count", 0) or 0)
+
+
 def call_id() -> str:
     """Ollama's tool-call id shape, for calls the engine's parser left without one."""
     return "call_" + "".join(random.choices(string.ascii_lowercase + string.digits, k=8))
@@ -189,7 +200,7 @@ def openai_error(status: int, message: str) -> dict[str, Any]:
 
 
 def _stream_error(status: int, message: str) -> str:
-    return f"data: {json.dumps(openai_error(status, message))}\n\n"
+    return f"data: {dumps(openai_error(status, message))}\n\n"
 
 
 router = APIRouter(route_class=family_route(openai_error), tags=["openai"])
@@ -364,7 +375,7 @@ def openai_tool_calls(calls: list[dict[str, Any]], start: int = 0) -> list[dict[
             "id": call.get("id") or call_id(),
             "index": index if isinstance(index, int) else i,
             "type": "function",
-            "function": {"name": fn.get("name", ""), "arguments": json.dumps(fn.get("arguments") or {})},
+            "function": {"name": fn.get("name", ""), "arguments": dumps(fn.get("arguments") or {})},
         })
     return out
 
@@ -374,8 +385,8 @@ def _finish_reason(reason: str, tool_calls: bool) -> str:
 
 
 def _usage(final: Final) -> dict[str, int]:
-    return {"prompt_tokens": final.prompt_eval_count, "completion_tokens": final.eval_count,
-            "total_tokens": final.prompt_eval_count + final.eval_count}
+    prompt = prompt_tokens(final)
+    return {"prompt_tokens": prompt, "completion_tokens": final.eval_count, "total_tokens": prompt + final.eval_count}
 
 
 def _new_id(prefix: str) -> str:
@@ -425,30 +436,30 @@ async def _chat_events(engine: Engine, inference: Inference, ident: str, model: 
     created = int(time.time())
     usage_null = ',"usage":null' if include_usage else ""
     head = (f'data: {{"id":"{ident}","object":"chat.completion.chunk","created":{created},'
-            f'"model":{json.dumps(model)},"system_fingerprint":"fp_ollama","choices":[{{"index":0,"delta":{{')
+            f'"model":{dumps(model)},"system_fingerprint":"fp_ollama","choices":[{{"index":0,"delta":{{')
     open_tail = f'}},"finish_reason":null}}]{usage_null}}}\n\n'
     role = '"role":"assistant",'
     calls_sent = 0
     async for item in engine.generate(inference):
         if isinstance(item, Piece):
             if item.thinking:
-                yield f'{head}{role}"reasoning":{json.dumps(item.thinking)}{open_tail}'
+                yield f'{head}{role}"reasoning":{dumps(item.thinking)}{open_tail}'
                 role = ""
             if item.content:
-                yield f'{head}{role}"content":{json.dumps(item.content)}{open_tail}'
+                yield f'{head}{role}"content":{dumps(item.content)}{open_tail}'
                 role = ""
             if item.tool_calls:
                 calls = openai_tool_calls(item.tool_calls, calls_sent)
                 calls_sent += len(calls)
-                yield f'{head}{role}"content":"","tool_calls":{json.dumps(calls)}{open_tail}'
+                yield f'{head}{role}"content":"","tool_calls":{dumps(calls)}{open_tail}'
                 role = ""
             continue
-        reason = json.dumps(_finish_reason(item.done_reason, calls_sent > 0))
+        reason = dumps(_finish_reason(item.done_reason, calls_sent > 0))
         yield f'{head}{role.rstrip(",")}}},"finish_reason":{reason}}}]{usage_null}}}\n\n'
         if include_usage:
             yield (f'data: {{"id":"{ident}","object":"chat.completion.chunk","created":{created},'
-                   f'"model":{json.dumps(model)},"system_fingerprint":"fp_ollama","choices":[],'
-                   f'"usage":{json.dumps(_usage(item))}}}\n\n')
+                   f'"model":{dumps(model)},"system_fingerprint":"fp_ollama","choices":[],'
+                   f'"usage":{dumps(_usage(item))}}}\n\n')
         yield "data: [DONE]\n\n"
 
 
@@ -514,17 +525,17 @@ async def _completion_events(engine: Engine, inference: Inference, ident: str, m
     created = int(time.time())
     usage_null = ',"usage":null' if include_usage else ""
     head = f'data: {{"id":"{ident}","object":"text_completion","created":{created},"choices":[{{"text":'
-    tail = f',"model":{json.dumps(model)},"system_fingerprint":"fp_ollama"{usage_null}}}\n\n'
+    tail = f',"model":{dumps(model)},"system_fingerprint":"fp_ollama"{usage_null}}}\n\n'
     async for item in engine.generate(inference):
         if isinstance(item, Piece):
             if item.content:
-                yield f'{head}{json.dumps(item.content)},"index":0,"finish_reason":null}}]{tail}'
+                yield f'{head}{dumps(item.content)},"index":0,"finish_reason":null}}]{tail}'
             continue
-        yield f'{head}"","index":0,"finish_reason":{json.dumps(item.done_reason)}}}]{tail}'
+        yield f'{head}"","index":0,"finish_reason":{dumps(item.done_reason)}}}]{tail}'
         if include_usage:
             yield (f'data: {{"id":"{ident}","object":"text_completion","created":{created},"choices":[],'
-                   f'"model":{json.dumps(model)},"system_fingerprint":"fp_ollama",'
-                   f'"usage":{json.dumps(_usage(item))}}}\n\n')
+                   f'"model":{dumps(model)},"system_fingerprint":"fp_ollama",'
+                   f'"usage":{dumps(_usage(item))}}}\n\n')
         yield "data: [DONE]\n\n"
 
 

@@ -20,6 +20,19 @@ log = logging.getLogger("corral.api")
 
 NDJSON = "application/x-ndjson"
 
+SHUTDOWN_MESSAGE = "server shutting down"
+_shutting_down = False
+
+
+def begin_shutdown() -> None:
+    """Called on SIGTERM/SIGINT: streams in flight end at their next token with an error line, not a cut."""
+    global _shutting_down
+    _shutting_down = True
+
+
+def shutting_down() -> bool:
+    return _shutting_down
+
 
 def now_rfc3339() -> str:
     return datetime.now(UTC).isoformat().replace("+00:00", "Z")
@@ -40,6 +53,9 @@ async def ndjson_stream(lines: AsyncGenerator[str, None]) -> Response:
         try:
             async for line in lines:
                 yield line.encode()
+                if _shutting_down:
+                    yield (json.dumps({"error": SHUTDOWN_MESSAGE}) + "\n").encode()
+                    return
         except Exception as exc:
             _, message = status_for(exc)
             log.warning("stream ended with error: %s", message)
