@@ -550,6 +550,21 @@ class Store:
                     log.warning("could not remove blob %s: %s", digest, exc.strerror)
             return removed
 
+    def remove_unreferenced(self, digests: Iterable[str]) -> list[str]:
+        """Remove those of ``digests`` that no manifest references any more (the layers a pull replaced)."""
+        with self._lock:
+            in_use = self.referenced_digests()
+            removed: list[str] = []
+            for digest in sorted({canonical_digest(d) for d in digests} - in_use):
+                try:
+                    os.unlink(self.blob_path(digest))
+                    removed.append(digest)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    log.warning("could not remove blob %s: %s", digest, exc.strerror)
+            return removed
+
     def copy(self, src: str | ModelName, dst: str | ModelName) -> ManifestRecord:
         """Copy a manifest file byte for byte under a new name (blobs are shared, not copied)."""
         with self._lock:
