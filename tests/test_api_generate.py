@@ -16,8 +16,9 @@ GREEDY = {"temperature": 0, "seed": 42}
 
 
 def test_chat_non_streaming_with_ollama_client(server: ServerProcess) -> None:
+    # A question no other test asks: the session's server caches prompts, and a cached one evaluates 1 token.
     r = ollama.Client(host=server.url).chat(
-        model=MODEL, messages=[{"role": "user", "content": "Why is the sky blue?"}],
+        model=MODEL, messages=[{"role": "user", "content": "Why is the sea salty? Explain briefly."}],
         options={**GREEDY, "num_predict": 24}, stream=False,
     )
     assert r.message.role == "assistant"

@@ -55,3 +55,18 @@ def test_truncate_false_refuses_long_input(server: ServerProcess) -> None:
 def test_embed_bad_input_type_is_400(server: ServerProcess) -> None:
     r = httpx.post(server.url + "/api/embed", json={"model": MODEL, "input": 42})
     assert r.status_code == 400 and "error" in r.json()
+
+
+def test_bundled_minilm_is_an_embedding_model(server: ServerProcess) -> None:
+    client = ollama.Client(host=server.url)
+    show = client.show("all-minilm")
+    assert show.capabilities == ["embedding"]
+    assert show.details.family == "bert"
+    r = client.embed(model="all-minilm", input=[
+        "How do I bake bread?", "What is a good bread recipe?", "The stock market closed lower."])
+    a, b, c = r.embeddings
+    assert len(a) == 384
+    assert _cos(a, b) > 0.5 > _cos(a, c)
+    chat = httpx.post(server.url + "/api/chat", json={"model": "all-minilm",
+                                                      "messages": [{"role": "user", "content": "hi"}]})
+    assert chat.status_code == 400 and "does not support chat" in chat.json()["error"]

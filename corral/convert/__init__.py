@@ -1,0 +1,12 @@
+"""Model conversion: Hugging Face safetensors directories -> GGUF, and GGUF requantization, in pure Python.
+
+``convert_directory`` writes a GGUF that llama.cpp's engine loads as it loads llama.cpp's own conversions;
+``quantize_gguf`` requantizes an F32/F16/BF16 GGUF to the types Ollama offers. Both raise ``ConvertError`` (a
+``ValueError``) for anything they cannot handle, and write their output atomically.
+"""
+
+from corral.convert.errors import ConvertError
+from corral.convert.hf import convert_directory
+from corral.convert.quantize import quantize_gguf
+
+__all__ = ["ConvertError", "convert_directory", "quantize_gguf"]
