@@ -404,3 +404,22 @@ def test_failure_before_streaming_keeps_its_status(scripted: tuple[openai.OpenAI
     with pytest.raises(openai.InternalServerError) as info:
         client.chat.completions.create(model="fake", messages=ASK, stream=True)
     assert info.value.body == {"message": "failed to load model", "type": "api_error", "param": None, "code": None}
+
+
+def test_embeddings_float_and_base64(client: openai.OpenAI) -> None:
+    r = client.embeddings.create(model="all-minilm", input=["How do I bake bread?", "A bread recipe, please."],
+                                 encoding_format="float")
+    assert [d.index for d in r.data] == [0, 1] and len(r.data[0].embedding) == 384
+    assert abs(sum(x * x for x in r.data[0].embedding) - 1.0) < 1e-5
+    assert r.usage.prompt_tokens > 5
+    b64 = client.embeddings.create(model="all-minilm", input="How do I bake bread?")  # the SDK asks for base64
+    assert b64.data[0].embedding == pytest.approx(r.data[0].embedding, abs=1e-6)
+    short = client.embeddings.create(model="all-minilm", input="bread", dimensions=8, encoding_format="float")
+    assert len(short.data[0].embedding) == 8
+
+
+def test_embeddings_errors(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError):
+        client.embeddings.create(model="nope", input="x")
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model="all-minilm", input="")

@@ -18,6 +18,7 @@ import json
 import logging
 import random
 import string
+import struct
 import time
 from collections.abc import AsyncGenerator, Callable, Coroutine
 from typing import Any
@@ -30,6 +31,7 @@ from fastapi.routing import APIRoute
 from corral import options
 from corral.api import openai_schemas as o
 from corral.api.errors import APIError, status_for
+from corral.api.native import normalize
 from corral.generation import Engine, Final, Inference, Piece
 from corral.model import Model, load_model
 from corral.store.names import InvalidModelName, parse_name
@@ -566,3 +568,26 @@ def retrieve_model(request: Request, model: str) -> Response:
     return JSONResponse({"id": model, "object": "model", "created": int(record.modified_at.timestamp()),
                          "owned_by": name.namespace})
 
+
+
+# -- embeddings ----------------------------------------------------------------------------------------------------
+
+
+@router.post("/v1/embeddings", response_model=o.EmbeddingList, responses=_ERRORS, summary="Embeddings (OpenAI)")
+async def create_embeddings(request: Request, body: o.EmbeddingRequest) -> Response:
+    """L2-normalized vectors, as Ollama serves them; ``base64`` is little-endian float32, as the OpenAI SDK decodes."""
+    inputs = [body.input] if isinstance(body.input, str) else list(body.input)
+    if not inputs or any(text == "" for text in inputs):
+        raise APIError(400, "invalid input")
+    model = resolve_model(store_of(request), body.model)
+    result = await engine_of(request).embed(model, inputs, opts={}, keep_alive=None)
+    data = []
+    for i, vector in enumerate(result.vectors):
+        unit = normalize(vector, body.dimensions)
+        encoded: list[float] | str = unit
+        if body.encoding_format == "base64":
+            encoded = base64.b64encode(struct.pack(f"<{len(unit)}f", *unit)).decode()
+        data.append({"object": "embedding", "embedding": encoded, "index": i})
+    tokens = result.prompt_eval_count
+    return JSONResponse({"object": "list", "data": data, "model": body.model,
+                         "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
