@@ -20,19 +20,17 @@ from fastapi.responses import JSONResponse, Response
 
 from corral import options
 from corral.api import anthropic_schemas as a
+from corral.api.common import engine_of, resolve_model, store_of
 from corral.api.errors import APIError
 from corral.api.openai import (
     call_id,
     check_capabilities,
     decode_base64,
     dumps,
-    engine_of,
     family_route,
     prompt_tokens,
-    resolve_model,
     run_to_end,
     sse_response,
-    store_of,
 )
 from corral.generation import Engine, Final, Inference, Piece
 from corral.model import Model

@@ -30,12 +30,13 @@ from fastapi.routing import APIRoute
 
 from corral import options
 from corral.api import openai_schemas as o
+from corral.api.common import engine_of, resolve_model, store_of
 from corral.api.errors import APIError, status_for
 from corral.api.native import normalize
 from corral.generation import Engine, Final, Inference, Piece
-from corral.model import Model, load_model
+from corral.model import Model
 from corral.store.names import InvalidModelName, parse_name
-from corral.store.store import ModelNotFound, Store
+from corral.store.store import ModelNotFound
 
 log = logging.getLogger("corral.api")
 
@@ -47,26 +48,6 @@ SSE = "text/event-stream"
 def dumps(value: Any) -> str:
     """Compact JSON, as Go's encoder writes it: every byte counts on the per-token path."""
     return json.dumps(value, separators=(",", ":"))
-
-
-def store_of(request: Request) -> Store:
-    return request.app.state.store  # type: ignore[no-any-return]
-
-
-def engine_of(request: Request) -> Engine:
-    return request.app.state.engine  # type: ignore[no-any-return]
-
-
-def resolve_model(store: Store, name: str) -> Model:
-    """The model a request names, with the native API's messages and status codes (400 empty/invalid, 404)."""
-    if not name:
-        raise APIError(400, "model is required")
-    try:
-        return load_model(store, name)
-    except ModelNotFound:
-        raise APIError(404, f"model '{name}' not found") from None
-    except InvalidModelName:
-        raise APIError(400, "invalid model name") from None
 
 
 def check_capabilities(model: Model, *, tools: bool = False, think: Any = None, images: bool = False,

@@ -9,131 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corral.cli.params import DEPRECATED_PARAMS, format_params
+from corral.modelfile import COMMANDS, INVALID_COMMAND, ROLES, Command, ModelfileError, parse, typed_parameters
 
-COMMANDS = ("from", "license", "template", "system", "adapter", "draft", "renderer", "parser", "parameter",
-            "message", "requires")
-ROLES = ("system", "user", "assistant")
-INVALID_COMMAND = (
-    'command must be one of "from", "license", "template", "system", "adapter", "draft", "renderer", "parser", '
-    '"parameter", "message", or "requires"'
-)
+__all__ = ["COMMANDS", "INVALID_COMMAND", "ROLES", "Command", "CreatePlan", "ModelfileError", "build_plan",
+           "expand_path", "file_digests", "files_for_model", "parse", "sha256_file", "upload_names"]
 
-
-class ModelfileError(ValueError):
-    """A Modelfile that cannot be parsed or whose files cannot be read; the message is Ollama's where it has one."""
-
-
-@dataclass
-class Command:
-    name: str  # "model" for FROM, a parameter's own name for PARAMETER, else the lower-cased instruction
-    args: str
-
-
-def _unquote(text: str) -> tuple[str, bool]:
-    if text.startswith('"""'):
-        if len(text) >= 6 and text.endswith('"""'):
-            return text[3:-3], True
-        return "", False
-    if text.startswith('"'):
-        if len(text) >= 2 and text.endswith('"'):
-            return text[1:-1], True
-        return "", False
-    return text, True
-
-
-def parse(text: str) -> list[Command]:
-    """Parse Modelfile text with Ollama's rules: case-insensitive instructions, ``#`` comments, values to the end
-    of the line unless a ``"`` or ``\"\"\"`` quote is still open. Raises :class:`ModelfileError`."""
-    text = text.removeprefix("\ufeff")
-    commands: list[Command] = []
-    state = "nil"
-    buf: list[str] = []
-    name = ""
-    role = ""
-    line = 1
-
-    def finish_value(final: bool) -> bool:
-        nonlocal role
-        value, ok = _unquote("".join(buf).strip(" \t"))
-        if not ok:
-            if final:
-                raise ModelfileError("unexpected EOF")
-            return False
-        if role:
-            value, role = f"{role}: {value}", ""
-        commands.append(Command(name, value))
-        return True
-
-    for ch in text:
-        if ch in "\r\n":
-            line += 1
-        if state == "value":
-            if ch in "\r\n" and finish_value(final=False):
-                buf.clear()
-                state = "nil"
-                continue
-            if ch in "\r\n\t" or ch.isprintable():
-                buf.append(ch)
-            continue
-        if state == "nil":
-            if ch == "#":
-                state = "comment"
-            elif ch in " \t\r\n":
-                pass
-            else:
-                state = "name"
-                buf.append(ch)
-            continue
-        if state == "comment":
-            if ch in "\r\n":
-                state = "nil"
-            continue
-        if state == "name":
-            if ch.isalpha():
-                buf.append(ch)
-                continue
-            if ch not in " \t":
-                raise ModelfileError(INVALID_COMMAND)
-            word = "".join(buf).lower()
-            buf.clear()
-            if word not in COMMANDS:
-                raise ModelfileError(f"(line {line}): {INVALID_COMMAND}")
-            if word == "parameter":
-                state = "parameter"
-                continue
-            name = "model" if word == "from" else word
-            state = "message" if word == "message" else "value"
-            continue
-        if state in ("parameter", "message"):
-            if ch.isalpha() or (state == "parameter" and (ch.isdigit() or ch == "_")):
-                buf.append(ch)
-                continue
-            if ch not in " \t":
-                raise ModelfileError("unexpected EOF")
-            word = "".join(buf)
-            buf.clear()
-            if state == "parameter":
-                name = word
-            else:
-                if word not in ROLES:
-                    raise ModelfileError(
-                        f'(line {line}): message role must be one of "system", "user", or "assistant"'
-                    )
-                role = word
-            state = "value"
-    if state == "value":
-        finish_value(final=True)
-    elif state not in ("nil", "comment"):
-        raise ModelfileError("unexpected EOF")
-    if not any(c.name == "model" for c in commands):
-        raise ModelfileError("no FROM line")
-    return commands
+_SEMVER_RE = re.compile(r"(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?")
 
 
 def expand_path(arg: str, relative_dir: Path) -> Path:
@@ -181,9 +68,15 @@ def files_for_model(directory: Path) -> list[Path]:
     if not weights:
         raise ModelfileError("no Modelfile or safetensors files found")
     extras = glob("*.json", "**/*.json", "chat_template.jinja", "tokenizer.model")
+    root = directory.resolve()
     seen: dict[Path, None] = {}
     for path in [*weights, *extras]:
-        seen.setdefault(path.resolve(), None)
+        real = path.resolve()
+        if not real.is_relative_to(root):  # a symlink out of the directory (Hugging Face's cache layout)
+            hint = "\n\nUse --local-dir <dir> when downloading model to disable caching" if ".cache" in str(
+                real) else ""
+            raise ModelfileError(f"insecure path: {os.path.relpath(real, root)}{hint}")
+        seen.setdefault(real, None)
     return list(seen)
 
 
@@ -227,44 +120,62 @@ class CreatePlan:
 
 
 def build_plan(commands: list[Command], relative_dir: Path) -> CreatePlan:
-    """``Modelfile.CreateRequest``: resolve paths, hash files, type parameters, collect messages and licenses."""
+    """``Modelfile.CreateRequest``: resolve paths, hash files, type parameters, collect messages and licenses.
+
+    Raises :class:`ModelfileError`; errors about a parameter name its line."""
     plan = CreatePlan(request={})
     req = plan.request
-    raw_params: dict[str, list[str]] = {}
     licenses: list[str] = []
     messages: list[dict[str, str]] = []
+    model_paths: list[Path] = []
+    draft_paths: list[Path] = []
     for command in commands:
         name, args = command.name, command.args
         if name == "model":
+            path = expand_path(args, relative_dir)
             try:
-                plan.files.update(file_digests(expand_path(args, relative_dir)))
+                plan.files.update(file_digests(path))
             except FileNotFoundError:
                 req["from"] = args
+                continue
+            _reject_same_path(path, draft_paths)
+            model_paths.append(path)
         elif name in ("adapter", "draft"):
             path = expand_path(args, relative_dir)
             try:
                 digests = file_digests(path)
             except FileNotFoundError:
-                raise ModelfileError(f"{name} file {args!r} does not exist") from None
-            (plan.adapters if name == "adapter" else plan.draft_files).update(digests)
+                raise ModelfileError(f"{name.upper()} file {args!r} does not exist", command.line) from None
+            if name == "adapter":
+                plan.adapters = digests
+            else:
+                _reject_same_path(path, model_paths)
+                draft_paths.append(path)
+                plan.draft_files.update(digests)
         elif name == "license":
             licenses.append(args)
         elif name == "message":
             role, _, content = args.partition(": ")
             messages.append({"role": role, "content": content})
-        elif name in ("template", "system", "renderer", "parser", "requires"):
+        elif name == "requires":
+            version = args.removeprefix("v")
+            if not _SEMVER_RE.fullmatch(version):
+                raise ModelfileError("requires must be a valid semver (e.g. 0.14.0)", command.line)
+            req["requires"] = version
+        elif name in ("template", "system", "renderer", "parser"):
             req[name] = args
-        elif name in DEPRECATED_PARAMS:
-            print(f"warning: parameter {name} is deprecated", file=sys.stderr)
-        else:
-            raw_params.setdefault(name, []).append(args)
-    if raw_params:
-        try:
-            req["parameters"] = format_params(raw_params)
-        except ValueError as exc:
-            raise ModelfileError(str(exc)) from None
+    params, warnings = typed_parameters(commands)
+    for warning in warnings:
+        print(warning, file=sys.stderr)
+    if params:
+        req["parameters"] = params
     if licenses:
         req["license"] = licenses
     if messages:
         req["messages"] = messages
     return plan
+
+
+def _reject_same_path(path: Path, others: list[Path]) -> None:
+    if any(os.path.realpath(path) == os.path.realpath(other) for other in others):
+        raise ModelfileError(f"DRAFT must not reference the same local path as FROM: {path}")
