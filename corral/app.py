@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from corral import __version__, bundled, config
-from corral.api import anthropic, create, errors, native, openai, security, transfer
+from corral.api import anthropic, create, errors, native, openai, responses, security, transfer
 from corral.api.middleware import AssumeJSONBody
 from corral.generation import Engine
 from corral.scheduler import Scheduler
@@ -65,6 +65,7 @@ def create_app(models_dir: Path | None = None, bind: config.HostPort | None = No
     errors.install(app)
     app.include_router(native.router)
     app.include_router(openai.router)
+    app.include_router(responses.router)
     app.include_router(anthropic.router)
     app.include_router(create.router)
     app.include_router(transfer.router)

@@ -270,3 +270,142 @@ class EmbeddingList(BaseModel):
     data: list[EmbeddingObject]
     model: str
     usage: EmbeddingUsage
+
+
+# -- responses ------------------------------------------------------------------------------------------------------
+
+
+class ResponsesContent(BaseModel):
+    """One content part of an input item: ``input_text``, ``output_text``, ``input_image`` or ``input_file``;
+    checked in the route so an unknown type gets Ollama's message rather than pydantic's union report."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+    image_url: str | None = None
+    detail: str | None = None
+    file_id: str | None = None
+
+
+class ResponsesSummary(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    type: str = "summary_text"
+    text: str = ""
+
+
+class ResponsesInputItem(BaseModel):
+    """Any input item (``message``, ``function_call``, ``function_call_output``, ``reasoning``), flat: the route
+    dispatches on ``type``. A ``{role, content}`` item without ``type`` is a message, as in Ollama."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str | None = None
+    id: str | None = None
+    role: str | None = None
+    content: str | list[ResponsesContent] | None = None
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+    output: str | list[ResponsesContent] | None = None
+    summary: list[ResponsesSummary] | None = None
+    encrypted_content: str | None = None
+
+
+class ResponsesTool(BaseModel):
+    """A tool in the Responses API's flat shape (no ``function`` wrapper)."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str = "function"
+    name: str = ""
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ResponsesTextFormat(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    type: str = "text"
+    name: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponsesText(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    format: ResponsesTextFormat | None = None
+
+
+class ResponsesReasoning(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    effort: str | None = None
+    summary: str | None = None
+
+
+class ResponsesRequest(_Request):
+    model: str = ""
+    input: str | list[ResponsesInputItem] = ""
+    instructions: str | None = None
+    max_output_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    reasoning: ResponsesReasoning | None = None
+    text: ResponsesText | None = None
+    tools: list[ResponsesTool] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    truncation: str | None = None
+    previous_response_id: str | None = None
+    stream: bool | None = False
+
+
+class ResponsesOutputText(BaseModel):
+    type: Literal["output_text"] = "output_text"
+    text: str
+    annotations: list[Any] = Field(default_factory=list)
+    logprobs: list[Any] = Field(default_factory=list)
+
+
+class ResponsesOutputItem(BaseModel):
+    """``message`` (role, content), ``function_call`` (call_id, name, arguments) or ``reasoning`` (summary)."""
+
+    id: str
+    type: Literal["message", "function_call", "reasoning"]
+    status: str | None = None
+    role: Literal["assistant"] | None = None
+    content: list[ResponsesOutputText] | None = None
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str | None = None
+    summary: list[ResponsesSummary] | None = None
+    encrypted_content: str | None = None
+
+
+class ResponsesIncompleteDetails(BaseModel):
+    reason: Literal["max_output_tokens"]
+
+
+class ResponsesError(BaseModel):
+    code: str
+    message: str
+
+
+class ResponsesUsage(BaseModel):
+    input_tokens: int
+    output_tokens: int
+    total_tokens: int
+    input_tokens_details: dict[str, int]
+    output_tokens_details: dict[str, int]
+
+
+class ResponseObject(BaseModel):
+    """The whole answer; streamed events carry it in ``response.created/in_progress/completed/incomplete``."""
+
+    id: str
+    object: Literal["response"] = "response"
+    created_at: int
+    completed_at: int | None = None
+    status: Literal["in_progress", "completed", "incomplete", "failed"]
+    incomplete_details: ResponsesIncompleteDetails | None = None
+    error: ResponsesError | None = None
+    model: str
+    instructions: str | None = None
+    output: list[ResponsesOutputItem]
+    usage: ResponsesUsage | None = None
