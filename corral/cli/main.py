@@ -6,9 +6,10 @@ failure ends as one ``Error: ...`` line on stderr and exit status 1; Ctrl-C exit
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import click
@@ -321,6 +322,62 @@ def rm(models: tuple[str, ...]) -> None:
                     click.echo(f"Warning: unable to stop model '{name}'", err=True)
             client.delete(name)
             click.echo(f"deleted '{name}'")
+
+
+@cli.command("export")
+@click.argument("model")
+@click.option("-o", "--output", required=True, help="Archive to write (an OCI image layout tar; '-' for stdout)")
+def export(model: str, output: str) -> None:
+    """Export a model to an OCI image archive"""
+    from pathlib import Path
+
+    from corral import archive, config
+    from corral.store.names import InvalidModelName
+    from corral.store.store import Store, StoreError
+
+    store = Store(config.models_dir())  # a local operation on the store, like Ollama's: no server needed
+    try:
+        with _archive_progress("exporting") as progress:
+            if output == "-":
+                result = archive.export_model(store, model, sys.stdout.buffer, progress)
+            else:
+                result = archive.export_to_path(store, model, Path(output), progress)
+    except (archive.ArchiveError, StoreError, InvalidModelName) as exc:
+        raise click.ClickException(str(exc)) from None
+    if output != "-":
+        click.echo(f"exported '{result.name}' to {output}")
+
+
+@cli.command("import")
+@click.argument("archive_path", metavar="ARCHIVE", type=click.Path(exists=True, dir_okay=False))
+@click.option("--name", help="Store the model under this name (default: the name recorded in the archive)")
+def import_(archive_path: str, name: str | None) -> None:
+    """Import a model from an OCI image archive"""
+    from corral import archive, config
+    from corral.store.names import InvalidModelName
+    from corral.store.store import Store, StoreError
+
+    store = Store(config.models_dir())
+    try:
+        with _archive_progress("importing") as progress:
+            result = archive.import_archive(store, archive_path, name, progress)
+    except (archive.ArchiveError, StoreError, InvalidModelName) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"imported '{result.name}'")
+
+
+@contextlib.contextmanager
+def _archive_progress(verb: str) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A bar per blob on a terminal (stderr); nothing when stderr is piped, so logs stay clean."""
+    from corral.cli.progress import is_terminal
+
+    if not is_terminal(sys.stderr):
+        yield None
+        return
+    from corral.cli.transfer import TransferProgress
+
+    with TransferProgress(verb) as bars:
+        yield lambda digest, done, total: bars.update({"digest": digest, "total": total, "completed": done})
 
 
 @cli.command("help")
