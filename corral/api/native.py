@@ -86,11 +86,22 @@ def _list_entry(store: Store, record: ManifestRecord) -> s.ListModel | None:
                        digest=record.digest, details=details)
 
 
+_tags_cache: dict[str, tuple[tuple[tuple[str, int, int], ...], bytes]] = {}
+
+
 @router.api_route("/api/tags", methods=["GET", "HEAD"], response_model=s.ListResponse, response_model_exclude_none=True)
-def tags(request: Request) -> s.ListResponse:
+async def tags(request: Request) -> Response:
+    """Served from a cache keyed by the manifests' paths, mtimes and sizes, as Ollama keeps one: a listing costs a
+    directory walk, not a read of every manifest and GGUF header, so it stays fast under many clients."""
     store = store_of(request)
-    entries = [_list_entry(store, r) for r in store.list_models()]
-    return s.ListResponse(models=[e for e in entries if e is not None])
+    key = store.listing_key()
+    cached = _tags_cache.get(str(store.root))
+    if cached is None or cached[0] != key:
+        entries = [_list_entry(store, r) for r in store.list_models()]
+        body = s.ListResponse(models=[e for e in entries if e is not None]).model_dump_json(exclude_none=True)
+        cached = (key, body.encode())
+        _tags_cache[str(store.root)] = cached
+    return Response(cached[1], media_type="application/json")
 
 
 def _format_param(key: str, value: Any) -> list[str]:
@@ -151,7 +162,7 @@ def show(request: Request, body: s.ShowRequest) -> s.ShowResponse:
     )
 
 
-@router.delete("/api/delete")
+@router.delete("/api/delete", response_class=Response)
 def delete(request: Request, body: s.DeleteRequest) -> Response:
     store = store_of(request)
     name = body.model or body.name
@@ -166,7 +177,7 @@ def delete(request: Request, body: s.DeleteRequest) -> Response:
     return Response(status_code=200)
 
 
-@router.post("/api/copy")
+@router.post("/api/copy", response_class=Response)
 def copy(request: Request, body: s.CopyRequest) -> Response:
     store = store_of(request)
     try:

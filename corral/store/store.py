@@ -474,6 +474,17 @@ class Store:
         except OSError:
             return []
 
+    def listing_key(self) -> tuple[tuple[str, int, int], ...]:
+        """Changes whenever a manifest is added, removed or rewritten (by this process or another): for caches."""
+        key = []
+        for path, _parts in self._manifest_files():
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            key.append((str(path), st.st_mtime_ns, st.st_size))
+        return tuple(sorted(key))
+
     def list_models(self) -> list[ManifestRecord]:
         """All readable manifests, newest first; a malformed one is skipped with a warning, never an error."""
         records: list[ManifestRecord] = []
