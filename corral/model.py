@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from corral.store import manifest as mf
-from corral.store.gguf_info import GGUFInfo, read_gguf_info
+from corral.store.gguf_info import GGUFInfo, InvalidGGUF, read_gguf_info
 from corral.store.names import ModelName
 from corral.store.store import ManifestRecord, Store
 from corral.templates.gotemplate import Template, TemplateError, parse
@@ -24,7 +24,10 @@ class ModelError(ValueError):
 
 @functools.lru_cache(maxsize=64)
 def _gguf_info(path: str, digest: str) -> GGUFInfo:
-    return read_gguf_info(Path(path))
+    try:
+        return read_gguf_info(Path(path))
+    except InvalidGGUF as exc:  # a truncated or corrupt weights blob: say so, never "internal error"
+        raise ModelError(f"failed to load model: invalid GGUF weights: {exc}") from None
 
 
 @functools.lru_cache(maxsize=256)

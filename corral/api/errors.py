@@ -45,6 +45,9 @@ def status_for(exc: BaseException) -> tuple[int, str]:
     """Map an internal exception to (HTTP status, message)."""
     if isinstance(exc, APIError):
         return exc.status, exc.message
+    if isinstance(exc, StarletteHTTPException) and 400 <= exc.status_code < 500:
+        # FastAPI's own rejections (e.g. a body that is not UTF-8: "There was an error parsing the body")
+        return exc.status_code, str(exc.detail)
     if isinstance(exc, ModelNotFound):
         return 404, str(exc)
     if isinstance(exc, InvalidModelName | InvalidDigest | DigestMismatch | RequestError | TemplateError):
