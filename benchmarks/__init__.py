@@ -1,0 +1,1 @@
+"""Corral's benchmark harness: ``python -m benchmarks`` (see docs/benchmarks.md)."""
