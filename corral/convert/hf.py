@@ -9,6 +9,7 @@ map, converted and appended, so memory stays at about one tensor.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import logging
 import math
@@ -83,7 +84,7 @@ def _cfg_float(config: dict[str, Any], key: str, default: float | None = None) -
     return float(value)
 
 
-class Architecture:
+class Architecture(abc.ABC):
     """What differs per model family: names to skip, metadata, expected shapes, transforms and the vocabulary."""
 
     gguf_arch: gguf.MODEL_ARCH
@@ -115,12 +116,14 @@ class Architecture:
             raise ConvertError(f"tensor {hf_name[:120]!r} is beyond num_hidden_layers ({self.n_layer})")
         return mapped
 
+    @abc.abstractmethod
     def expected_shape(self, name: str) -> tuple[int, ...] | None:
         """The numpy shape a GGUF tensor must have, or None when this family does not use it."""
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def required(self) -> list[str]:
-        raise NotImplementedError
+        ...
 
     def transform(self, name: str) -> Callable[[npt.NDArray[Any]], npt.NDArray[Any]] | None:
         return None
@@ -131,11 +134,13 @@ class Architecture:
     def extra_tensors(self) -> list[PlannedTensor]:
         return []
 
+    @abc.abstractmethod
     def set_parameters(self, writer: gguf.GGUFWriter) -> None:
-        raise NotImplementedError
+        ...
 
+    @abc.abstractmethod
     def vocab(self) -> Vocab:
-        raise NotImplementedError
+        ...
 
 
 class BertArchitecture(Architecture):
