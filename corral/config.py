@@ -183,3 +183,28 @@ def llama_server_binary() -> str | None:
 
 def num_threads() -> int:
     return env_int("NUM_THREADS", 0) or max(1, os.cpu_count() or 1)
+
+
+def speculative() -> str | None:
+    """``CORRAL_SPECULATIVE``: the engine's draftless n-gram speculative decoding (``ngram`` or a method name);
+    Ollama has no such setting, so only the Corral name is read. See :mod:`corral.speculative`."""
+    return _corral_only("SPECULATIVE")
+
+
+def _corral_only(name: str) -> str | None:
+    """``CORRAL_<name>`` alone, stripped like :func:`env`: for settings whose ``OLLAMA_`` name means another thing."""
+    raw = os.environ.get("CORRAL_" + name)
+    value = raw.strip().strip("\"'").strip() if raw else ""
+    return value or None
+
+
+def api_key() -> str | None:
+    """The key every request but ``GET``/``HEAD /`` must carry when set. Only ``CORRAL_API_KEY``: Ollama's
+    ``OLLAMA_API_KEY`` is a client credential for ollama.com, and must neither lock a server nor be sent to one."""
+    return _corral_only("API_KEY")
+
+
+def require_auth() -> bool:
+    """``CORRAL_REQUIRE_AUTH``: refuse to serve on a non-loopback address without ``CORRAL_API_KEY``."""
+    value = _corral_only("REQUIRE_AUTH")
+    return value is not None and value.lower() not in ("0", "f", "false")

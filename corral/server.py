@@ -25,6 +25,10 @@ def serve(bind: HostPort | None = None) -> None:
             super().handle_exit(sig, frame)
 
     bind = bind or config.host()
+    if config.require_auth() and not bind.is_loopback and config.api_key() is None:
+        print(f"Error: CORRAL_REQUIRE_AUTH is set and the server would listen on {bind.host}:{bind.port}, "
+              "beyond this machine, but CORRAL_API_KEY is not set", file=sys.stderr)
+        raise SystemExit(1)
     logging.basicConfig(
         level=logging.DEBUG if config.debug() else logging.INFO,
         format="time=%(asctime)s level=%(levelname)s source=%(name)s msg=%(message)s",
@@ -34,6 +38,10 @@ def serve(bind: HostPort | None = None) -> None:
     logging.getLogger("corral.server").info(
         "Listening on %s:%d (corral %s), models in %s", bind.host, bind.port, __version__, config.models_dir()
     )
+    if not bind.is_loopback and config.api_key() is None:
+        logging.getLogger("corral.server").warning(
+            "listening beyond loopback without CORRAL_API_KEY: every host that can reach %s:%d can use this server",
+            bind.host, bind.port)
     Server(uvicorn.Config(
         create_app(bind=bind),
         host=bind.host,

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -62,7 +63,8 @@ def _wait_idle(client: httpx.Client, timeout: float = 20.0) -> dict[str, object]
 
 
 def test_dropped_streams_leak_no_slots_or_memory(tmp_path: Path) -> None:
-    env = {"CORRAL_KEEP_ALIVE": "5m", "CORRAL_NUM_PARALLEL": "10"}
+    # one engine thread: two spin on ggml's barriers and stall for seconds on a busy two-core machine
+    env = {"CORRAL_KEEP_ALIVE": "5m", "CORRAL_NUM_PARALLEL": "10", "CORRAL_NUM_THREADS": "1"}
     with running_server(tmp_path, env) as srv, srv.client() as client:
         warm = client.post("/api/generate", json={**long_request(1), "stream": False})
         assert warm.status_code == 200, warm.text
@@ -203,3 +205,110 @@ def test_disk_full_while_writing_a_blob(tmp_path: Path) -> None:
     assert str(tmp_path) not in result.stdout
     assert os.listdir(tmp_path / "store" / "blobs") == []
 
+
+
+# -- a server killed while it creates a model -------------------------------------------------------------------------
+
+BLOB_NAME = re.compile(r"sha256-([0-9a-f]{64})")
+
+
+def _f16_gguf(path: Path, tensors: int) -> Path:
+    """An F16 llama GGUF of ``tensors`` 1 MiB tensors: enough work for quantizing to take a few seconds."""
+    import gguf
+    import numpy as np
+
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(tensors)
+    writer.add_context_length(64)
+    writer.add_embedding_length(512)
+    writer.add_file_type(1)
+    writer.add_tokenizer_model("llama")
+    writer.add_token_list(["<unk>", "<s>", "</s>", "a", "b"])
+    rng = np.random.default_rng(7)
+    for i in range(tensors):
+        writer.add_tensor(f"blk.{i}.ffn_up.weight", (rng.standard_normal((1024, 512)) * 0.02).astype(np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def assert_store_consistent(models: Path) -> list[str]:
+    """Every blob named as complete holds exactly its digest's bytes; every manifest names blobs that exist at their
+    declared sizes. Returns the names of the files that are not complete blobs (temp files, download state)."""
+    others = []
+    for path in (models / "blobs").iterdir():
+        m = BLOB_NAME.fullmatch(path.name)
+        if m is None:
+            others.append(path.name)
+            continue
+        assert _sha256_file(path) == m.group(1), f"blob {path.name} does not hold its digest's bytes"
+    manifests = models / "manifests"
+    for path in manifests.rglob("*") if manifests.exists() else ():
+        if not path.is_file():
+            continue
+        doc = json.loads(path.read_bytes())
+        for entry in [doc["config"], *doc["layers"]]:
+            blob = models / "blobs" / entry["digest"].replace(":", "-")
+            assert blob.is_file(), f"{path.relative_to(manifests)} names a missing blob {entry['digest']}"
+            assert blob.stat().st_size == entry["size"], f"{path.relative_to(manifests)}: size of {entry['digest']}"
+    return others
+
+
+def test_sigkill_during_create_leaves_a_consistent_store(tmp_path: Path) -> None:
+    pytest.importorskip("corral.convert.quantize")
+    source = _f16_gguf(tmp_path / "f16.gguf", 32).read_bytes()
+    digest = "sha256:" + hashlib.sha256(source).hexdigest()
+    models = tmp_path / "models"
+    name = "killed-create"
+    request = {"model": name, "files": {"f16.gguf": digest}, "quantize": "q4_K_M"}
+    env: dict[str, str] = {}
+
+    with running_server(tmp_path / "a", env, models) as srv, srv.client() as client:
+        assert client.post(f"/api/blobs/{digest}", content=source).status_code == 201
+        seen = 0
+        with client.stream("POST", "/api/create", json=request) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                event = json.loads(line) if line else {}
+                assert "error" not in event, event
+                if event.get("status", "").startswith("quantizing") and event.get("completed", 0) >= 2:
+                    seen = event["completed"]
+                    runners = srv.runner_pids()
+                    srv.proc.send_signal(signal.SIGKILL)  # mid-quantization, tensors still to go
+                    for pid in runners:
+                        os.kill(pid, signal.SIGKILL)
+                    break
+        srv.proc.wait(timeout=10)
+    assert 2 <= seen < 32, "the create was not caught mid-way"
+
+    leftovers = assert_store_consistent(models)
+    assert any(n.startswith(".tmp-quantize-") for n in leftovers), leftovers  # killed mid-write, as intended
+    assert all(n.startswith(".") for n in leftovers), leftovers
+    assert not list((models / "manifests").rglob(name)), "a manifest was written for the interrupted create"
+    old = time.time() - 2 * 3600  # startup prune removes temp leftovers older than an hour
+    for leftover in leftovers:
+        os.utime(models / "blobs" / leftover, (old, old))
+
+    with running_server(tmp_path / "b", env, models) as srv, srv.client() as client:
+        tags = client.get("/api/tags")
+        assert tags.status_code == 200
+        names = [m["name"] for m in tags.json()["models"]]
+        assert MODEL in names and f"{name}:latest" not in names
+        assert assert_store_consistent(models) == [], "startup prune kept the interrupted create's temp files"
+        assert client.head(f"/api/blobs/{digest}").status_code == 200  # the uploaded source survived
+        again = client.post("/api/create", json={**request, "stream": False})
+        assert again.status_code == 200 and again.json() == {"status": "success"}, again.text
+        show = client.post("/api/show", json={"model": name}).json()
+        assert show["details"]["quantization_level"] == "Q4_K_M"
+        assert f"{name}:latest" in [m["name"] for m in client.get("/api/tags").json()["models"]]
+    assert assert_store_consistent(models) == []

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from corral.api.reqlog import log_unhandled
 from corral.generation import InferenceError, RequestError
 from corral.model import ModelError
 from corral.options import OptionError
@@ -96,6 +97,6 @@ def install(app: FastAPI) -> None:
         app.add_exception_handler(kind, _known)
 
     @app.exception_handler(Exception)
-    async def _any(_: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error: %r", exc)
+    async def _any(request: Request, exc: Exception) -> JSONResponse:
+        log_unhandled(log, exc, request.url.path)
         return error_response(*status_for(exc))

@@ -96,6 +96,32 @@ class HostCheck:
         await self.app(scope, receive, send)
 
 
+class OriginCheck:
+    """403 for a request whose ``Origin`` is neither allowed nor this server itself (gin-contrib/cors' rule).
+
+    CORS headers only decide whether a page may *read* an answer; a browser still *sends* a "simple" cross-origin
+    POST (``Content-Type: text/plain``) without asking first, and Corral, like Ollama, reads every body as JSON. So
+    without this check any web page could make the server pull, create, copy or push models blind. Requests without
+    an ``Origin`` (every non-browser client) pass.
+    """
+
+    def __init__(self, app: ASGIApp, *, origins: Iterable[str]) -> None:
+        self.app = app
+        self.allowed = re.compile(origin_regex(origins))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            headers = scope["headers"]
+            origin = next((v.decode("latin-1") for k, v in headers if k == b"origin"), None)
+            if origin is not None and not self.allowed.fullmatch(origin):
+                host = next((v.decode("latin-1") for k, v in headers if k == b"host"), "")
+                if origin not in (f"http://{host}", f"https://{host}"):  # same-origin fetch() sends it too
+                    await send({"type": "http.response.start", "status": 403, "headers": []})
+                    await send({"type": "http.response.body", "body": b""})
+                    return
+        await self.app(scope, receive, send)
+
+
 class BodyLimit:
     """413 in Ollama's error shape for bodies over ``CORRAL_MAX_BODY`` bytes, declared or streamed."""
 

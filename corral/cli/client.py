@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 
 import httpx
 
-from corral import __version__
+from corral import __version__, config
 from corral.cli.errors import APIError, ConnectError
 from corral.config import HostPort
 
@@ -51,11 +51,15 @@ class Client:
         self.host = host
         # No read timeout: loading a large model can take minutes before the first byte.
         timeout = httpx.Timeout(None, connect=connect_timeout)
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/x-ndjson, application/json"}
+        key = config.api_key()
+        if key is not None:  # a server started with CORRAL_API_KEY wants it on every request
+            headers["Authorization"] = f"Bearer {key}"
         # Go's client never proxies loopback; httpx would, if HTTP_PROXY is set and NO_PROXY is not.
         self._http = httpx.Client(
             base_url=host.url,
             timeout=timeout,
-            headers={"User-Agent": USER_AGENT, "Accept": "application/x-ndjson, application/json"},
+            headers=headers,
             trust_env=not is_local(host),
         )
 

@@ -26,7 +26,8 @@ OPTIONAL_VALUE_FLAGS = {"--think": "true", "--truncate": "true"}
 HOST_ENV_HELP = """\b
 Environment Variables:
       OLLAMA_HOST                 IP Address for the corral server (default 127.0.0.1:11434)
-                                  (CORRAL_HOST wins when both are set)"""
+                                  (CORRAL_HOST wins when both are set)
+      CORRAL_API_KEY              API key sent to the server (Authorization: Bearer)"""
 
 RUN_ENV_HELP = HOST_ENV_HELP + """
       OLLAMA_NOHISTORY            Do not preserve readline history"""
@@ -48,6 +49,8 @@ Environment Variables:
       OLLAMA_LOAD_TIMEOUT         How long to allow model loads to stall before giving up (default "5m")
       CORRAL_HOME                 Corral's state directory (default ~/.corral)
       CORRAL_LLAMA_SERVER         An external llama-server binary to run models with
+      CORRAL_API_KEY              Require this API key from clients (Bearer or x-api-key)
+      CORRAL_REQUIRE_AUTH         Refuse to listen beyond loopback without CORRAL_API_KEY
 Every OLLAMA_* variable may also be spelled CORRAL_*, which wins."""
 
 
