@@ -50,6 +50,8 @@ class Model:
     adapters: list[Path] = field(default_factory=list)
     projectors: list[Path] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    draft: Path | None = None  # a speculative-decoding draft model (Modelfile DRAFT)
+    draft_digest: str = ""
 
     @property
     def display_name(self) -> str:
@@ -58,6 +60,10 @@ class Model:
     @functools.cached_property
     def info(self) -> GGUFInfo:
         return _gguf_info(str(self.model_path), self.model_digest)
+
+    @functools.cached_property
+    def draft_info(self) -> GGUFInfo | None:
+        return None if self.draft is None else _gguf_info(str(self.draft), self.draft_digest)
 
     def go_template(self) -> Template | None:
         """The parsed TEMPLATE layer; None means the native path (the GGUF's own Jinja template)."""
@@ -72,7 +78,8 @@ class Model:
         """Ollama's capability rules (COMPAT §12), in its order."""
         caps: list[str] = list(self.config.get("capabilities") or [])
         info = self.info
-        base = "embedding" if info.is_embedding else "completion"
+        # A reranker's pooled output is a relevance score, not a vector: it ranks, and does nothing else.
+        base = "rerank" if info.is_reranker else "embedding" if info.is_embedding else "completion"
         if base not in caps:
             caps.append(base)
         if (info.has_vision or self.projectors) and "vision" not in caps:
@@ -120,6 +127,8 @@ def load_model(store: Store, name: str | ModelName) -> Model:
             out.adapters.append(path)
         elif kind == mf.MEDIA_PROJECTOR:
             out.projectors.append(path)
+        elif kind == mf.MEDIA_DRAFT:
+            out.draft, out.draft_digest = path, layer.digest
     if model_path is None:
         raise ModelError(f"model '{resolved.display_shortest()}' has no weights layer")
     out.model_path, out.model_digest = model_path, model_digest

@@ -222,6 +222,11 @@ class Scheduler:
             await self._unload(entry)
         return True
 
+    @property
+    def pending(self) -> int:
+        """Requests waiting for a load or a free slot (what MAX_QUEUE bounds)."""
+        return self._pending
+
     def running(self) -> list[Loaded]:
         return sorted(self.loaded.values(), key=lambda e: e.expires_at, reverse=True)
 

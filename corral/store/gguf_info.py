@@ -28,6 +28,7 @@ SUPPORTED_VERSIONS = (2, 3)
 MAX_DIMS = 4  # GGML_MAX_DIMS
 MAX_KEY_LENGTH = 65535
 EAGER_ARRAY_LIMIT = 4096  # arrays longer than this are decoded only when asked for (verbose model_info)
+RANK_POOLING = 4  # llama_pooling_type LLAMA_POOLING_TYPE_RANK: a reranker
 _INT64_MAX = 2**63 - 1
 
 # Ollama's FileType names (fs/ggml/type.go), with the i-quant names older Ollama releases printed.
@@ -390,6 +391,14 @@ class GGUFInfo:
     def is_embedding(self) -> bool:
         """Ollama's rule: a ``<arch>.pooling_type`` key makes it an embedding model, otherwise completion."""
         return f"{self.architecture}.pooling_type" in self.metadata
+
+    @property
+    def is_reranker(self) -> bool:
+        """A cross-encoder that scores (query, document) pairs: llama.cpp's converters mark these with pooling type
+        RANK (4); a sequence-classification head (``cls.output.weight``) on a pooled encoder says the same."""
+        if self.pooling_type == RANK_POOLING:
+            return True
+        return self.is_embedding and any(t.name == "cls.output.weight" for t in self.tensor_infos)
 
     @property
     def has_vision(self) -> bool:
