@@ -24,6 +24,8 @@ def engine_schema(fmt: Any) -> dict[str, Any] | None:
         return ANY_JSON
     if not isinstance(fmt, dict):
         raise InferenceError(f'invalid format: {fmt!r}; expected "json" or a valid JSON Schema object')
+    if not isinstance(fmt.get("$schema", ""), str):
+        raise RequestError("invalid JSON schema in format: $schema must be a string")
     try:
         jsonschema.validators.validator_for(fmt).check_schema(fmt)
     except SchemaError as exc:

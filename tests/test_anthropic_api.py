@@ -303,3 +303,21 @@ def test_failure_before_streaming_keeps_its_status(scripted: tuple[anthropic.Ant
         client.messages.create(model="fake", max_tokens=5, messages=ASK, stream=True)
     body = info.value.body
     assert isinstance(body, dict) and body["error"] == {"type": "api_error", "message": "failed to load model"}
+
+
+def test_tool_choice_mapping_to_the_engine(scripted: tuple[anthropic.Anthropic, ScriptedEngine]) -> None:
+    client, engine = scripted
+    engine.items = [Final(done_reason="stop")]
+    cases: list[tuple[Any, tuple[Any, ...]]] = [
+        ({"type": "auto", "disable_parallel_tool_use": True}, ("auto", None, False)),
+        ({"type": "any"}, ("required", None, True)),
+        ({"type": "tool", "name": "weather"}, ("required", ["weather"], True)),
+    ]
+    for choice, fields in cases:
+        client.messages.create(model="fake", max_tokens=5, messages=ASK, tools=[TOOL], tool_choice=choice)
+        req = engine.requests[-1]
+        assert req.tools is not None and req.tool_call_deltas is False
+        assert (req.tool_choice, req.tool_choice_names, req.parallel_tool_calls) == fields
+    with pytest.raises(anthropic.BadRequestError, match=r"tool_choice\.name is required"):
+        client.messages.create(model="fake", max_tokens=5, messages=ASK, tools=[TOOL],
+                               tool_choice={"type": "tool"})  # type: ignore[typeddict-item]

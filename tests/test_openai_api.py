@@ -423,3 +423,45 @@ def test_embeddings_errors(client: openai.OpenAI) -> None:
         client.embeddings.create(model="nope", input="x")
     with pytest.raises(openai.BadRequestError):
         client.embeddings.create(model="all-minilm", input="")
+
+
+def test_tool_choice_mapping_to_the_engine(scripted: tuple[openai.OpenAI, ScriptedEngine]) -> None:
+    client, engine = scripted
+    engine.items = [Final(done_reason="stop")]
+    tools: Any = [{"type": "function", "function": {"name": n, "parameters": {"type": "object"}}} for n in "ab"]
+    client.chat.completions.create(
+        model="fake", messages=ASK, tools=tools, parallel_tool_calls=False,
+        tool_choice={"type": "allowed_tools", "allowed_tools": {
+            "mode": "required", "tools": [{"type": "function", "function": {"name": "b"}}]}})
+    req = engine.requests[-1]
+    assert [t["function"]["name"] for t in req.tools or ()] == ["b"]  # allowed_tools hides the others
+    assert (req.tool_choice, req.tool_choice_names, req.parallel_tool_calls) == ("required", ["b"], False)
+    list(client.chat.completions.create(model="fake", messages=ASK, tools=tools, stream=True,
+                                        tool_choice={"type": "function", "function": {"name": "a"}}))
+    req = engine.requests[-1]
+    assert [t["function"]["name"] for t in req.tools or ()] == ["a", "b"]  # a named function: all stay offered
+    assert (req.tool_choice, req.tool_choice_names, req.tool_call_deltas) == ("required", ["a"], True)
+
+
+def test_streamed_call_deltas_are_openais_incremental_format(scripted: tuple[openai.OpenAI, ScriptedEngine]) -> None:
+    client, engine = scripted
+    engine.items = [Piece(tool_call_delta={"index": 0, "id": "call_x", "name": "weather"}),
+                    Piece(tool_call_delta={"index": 0, "arguments": '{"city": '}),
+                    Piece(tool_call_delta={"index": 0, "arguments": '"Paris"}'}),
+                    Piece(tool_calls=[{"id": "call_x", "function": {"index": 0, "name": "weather",
+                                                                    "arguments": {"city": "Paris"}}}]),
+                    Final(done_reason="stop")]
+    raw = client.chat.completions.with_raw_response.create(model="fake", messages=ASK, stream=True)
+    events = [json.loads(line[len("data: "):]) for line in raw.http_response.read().decode().split("\n")
+              if line.startswith("data: {")]
+    calls = [tc for e in events if e["choices"] for tc in e["choices"][0]["delta"].get("tool_calls", ())]
+    assert calls == [
+        {"index": 0, "id": "call_x", "type": "function", "function": {"name": "weather", "arguments": ""}},
+        {"index": 0, "function": {"arguments": '{"city": '}},
+        {"index": 0, "function": {"arguments": '"Paris"}'}},
+    ]  # and the whole call is not sent again
+    with client.chat.completions.stream(model="fake", messages=ASK) as stream:
+        final = stream.get_final_completion()
+    [call] = final.choices[0].message.tool_calls or []
+    assert (call.id, call.function.name, call.function.arguments) == ("call_x", "weather", '{"city": "Paris"}')
+    assert final.choices[0].finish_reason == "tool_calls"

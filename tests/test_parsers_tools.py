@@ -430,3 +430,14 @@ def test_deeply_nested_json_does_not_raise() -> None:
     assert content == out
     deep = '{"a":' * 5000 + "1" + "}" * 5000
     assert run("{", [deep]) == (deep, [])
+
+
+def test_builtin_qwen_template_without_an_if_still_gives_its_tag() -> None:
+    """Corral's builtin qwen template prints calls with a bare ``range $m.ToolCalls``: the tag comes from the range,
+    so a wrapped call parses as a call with no stray ``<tool_call>`` text."""
+    src = (Path(__file__).parent.parent / "corral" / "templates" / "builtin" / "qwen.gotmpl").read_text()
+    tag = infer_tool_tag(parse(src))
+    assert tag == "<tool_call>"
+    out = '<tool_call>\n{"name": "get_time", "arguments": {}}\n</tool_call>'
+    content, calls = run(tag, list(out))
+    assert [c["function"]["name"] for c in calls] == ["get_time"] and "<tool_call>" not in content

@@ -285,3 +285,34 @@ def test_failure_before_streaming_keeps_its_status(scripted: tuple[openai.OpenAI
     with pytest.raises(openai.InternalServerError) as info:
         client.responses.create(model="fake", input="Hi", stream=True)
     assert info.value.body == {"message": "failed to load model", "type": "api_error", "param": None, "code": None}
+
+
+def test_streamed_call_deltas_and_tool_choice_echo(scripted: tuple[openai.OpenAI, ScriptedEngine]) -> None:
+    client, engine = scripted
+    engine.items = [Piece(content="Sure."),
+                    Piece(tool_call_delta={"index": 0, "id": "call_x", "name": "weather"}),
+                    Piece(tool_call_delta={"index": 0, "arguments": '{"city": '}),
+                    Piece(tool_call_delta={"index": 0, "arguments": '"Paris"}'}),
+                    Piece(tool_calls=[{"id": "call_x", "function": {"index": 0, "name": "weather",
+                                                                    "arguments": {"city": "Paris"}}}]),
+                    Final(done_reason="stop")]
+    choice: Any = {"type": "function", "name": "weather"}
+    events = list(client.responses.create(model="fake", input="Weather?", tools=[TOOL], stream=True,
+                                          tool_choice=choice, parallel_tool_calls=False))
+    assert [e.type for e in events] == [
+        *TEXT_EVENTS, "response.output_text.delta", *TEXT_CLOSE,
+        "response.output_item.added", "response.function_call_arguments.delta",
+        "response.function_call_arguments.delta", "response.function_call_arguments.done",
+        "response.output_item.done", "response.completed"]
+    calls = [e for e in events if e.type == "response.function_call_arguments.delta"]
+    assert [e.delta for e in calls] == ['{"city": ', '"Paris"}'] and {e.output_index for e in calls} == {1}
+    done = next(e for e in events if e.type == "response.function_call_arguments.done")
+    assert done.arguments == '{"city": "Paris"}'
+    final = events[-1].response  # type: ignore[union-attr]
+    assert [i.type for i in final.output] == ["message", "function_call"]
+    call = final.output[1]
+    assert call.type == "function_call" and (call.call_id, call.arguments) == ("call_x", '{"city": "Paris"}')
+    assert final.parallel_tool_calls is False and final.tool_choice.type == "function"
+    req = engine.requests[-1]
+    assert (req.tool_choice, req.tool_choice_names, req.parallel_tool_calls, req.tool_call_deltas) == (
+        "required", ["weather"], False, True)

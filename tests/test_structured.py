@@ -51,7 +51,7 @@ def test_format_json_parses(server: ServerProcess) -> None:
 
 
 @pytest.mark.parametrize("bad", [{"type": 5}, {"type": "object", "properties": {"x": {"$ref": "#/$defs/nope"}}},
-                                 {"type": "object", "required": "x"}])
+                                 {"type": "object", "required": "x"}, {"$schema": 1}, {"$schema": ["x"]}])
 def test_invalid_schema_is_400(server: ServerProcess, bad: dict) -> None:
     r = httpx.post(server.url + "/api/chat", json={"model": MODEL, "format": bad,
                                                    "messages": [{"role": "user", "content": "hi"}]})

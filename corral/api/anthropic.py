@@ -25,6 +25,7 @@ from corral.api.errors import APIError
 from corral.api.openai import (
     call_id,
     check_capabilities,
+    choose_tools,
     decode_base64,
     dumps,
     family_route,
@@ -134,13 +135,25 @@ def _messages(body: a.MessagesRequest) -> list[dict[str, Any]]:
     return out
 
 
-def _tools(body: a.MessagesRequest) -> list[dict[str, Any]] | None:
-    """Client tools as native function tools. ``tool_choice: none`` drops them; other choices cannot be enforced
-    and act as ``auto`` (Ollama ignores tool_choice). Server-side web search tools need ollama.com: dropped."""
-    if not body.tools or (body.tool_choice is not None and body.tool_choice.type == "none"):
-        return None
+def _tools(body: a.MessagesRequest) -> tuple[list[dict[str, Any]] | None, dict[str, Any]]:
+    """Client tools as native function tools, and the ``Inference`` fields that enforce ``tool_choice`` (Ollama
+    ignores it; see ``corral.api.openai.choose_tools``): ``none`` drops the tools, ``auto`` lets the model decide,
+    ``any`` forces a call, ``tool`` forces a call to the named tool; ``disable_parallel_tool_use`` keeps only the
+    first call. Server-side web search tools need ollama.com: dropped."""
+    choice = body.tool_choice
+    kind = choice.type if choice is not None else "auto"
+    names: list[str] | None = None
+    if kind == "tool":
+        if choice is None or not choice.name:
+            raise APIError(400, "tool_choice.name is required when tool_choice.type is \"tool\"")
+        names = [choice.name]
+    elif kind not in ("none", "auto", "any"):
+        raise APIError(400, f'invalid tool_choice.type: "{kind}" (must be "auto", "any", "tool" or "none")')
+    mode = {"none": "none", "auto": "auto"}.get(kind, "required")
+    if mode == "none":
+        return None, {}
     out = []
-    for tool in body.tools:
+    for tool in body.tools or ():
         if tool.type and tool.type.startswith("web_search"):
             log.warning("tool %r (%s) dropped: server-side web search is not available", tool.name, tool.type)
             continue
@@ -148,7 +161,8 @@ def _tools(body: a.MessagesRequest) -> list[dict[str, Any]] | None:
             "name": tool.name, "description": tool.description or "",
             "parameters": tool.input_schema or {"type": "object", "properties": {}},
         }})
-    return out or None
+    parallel = not (choice is not None and choice.disable_parallel_tool_use)
+    return choose_tools(out or None, mode, names, parallel=parallel)
 
 
 _EFFORTS = {"low": "low", "medium": "medium", "high": "high", "max": "max", "xhigh": "high"}
@@ -212,11 +226,12 @@ async def messages(request: Request, body: a.MessagesRequest) -> Response:
         raise APIError(400, "messages is required")
     msgs = _messages(body)
     opts = _options(body)
-    tools = _tools(body)
+    tools, choice = _tools(body)
     model = resolve_model(store_of(request), body.model)
     think = _think(body, model)
     check_capabilities(model, tools=bool(tools), think=think, images=any("images" in m for m in msgs))
-    inference = Inference(model=model, messages=msgs, options=opts, think=think, tools=tools)
+    inference = Inference(model=model, messages=msgs, options=opts, think=think, tools=tools,
+                          tool_call_deltas=bool(body.stream), **choice)
     engine = engine_of(request)
     ident = f"msg_{secrets.token_hex(12)}"
 
@@ -245,11 +260,15 @@ def _event(name: str, data: dict[str, Any]) -> str:
 async def _events(engine: Engine, inference: Inference, ident: str, model: str,
                   estimate: int) -> AsyncGenerator[str, None]:
     """Anthropic's event sequence. Thinking and text deltas are built as strings (the per-token path); a block is
-    closed when the next kind starts; each tool call is a whole ``tool_use`` block with its input in one delta."""
+    closed when the next kind starts. A tool call the engine streams (a forced call, or any call on the native
+    path) is a ``tool_use`` block whose input arrives in ``input_json_delta`` pieces as it is generated; a call
+    parsed whole is a block with its input in one delta."""
     index = -1
     open_kind = ""  # "", "thinking" or "text"
     calls = 0
     started = False
+    open_uses: dict[str, int] = {}  # streamed tool_use blocks still open: call id -> block index
+    use_blocks: dict[int, int] = {}  # streamed call index -> block index
     async for item in engine.generate(inference):
         if not started:  # only now: a failure before the first item keeps its HTTP status
             started = True
@@ -273,7 +292,27 @@ async def _events(engine: Engine, inference: Inference, ident: str, model: str,
                                  {"type": "content_block_start", "index": index, "content_block": block})
                 yield (f'event: content_block_delta\ndata: {{"type":"content_block_delta","index":{index},'
                        f'"delta":{{"type":"{kind}_delta","{kind}":{dumps(text)}}}}}\n\n')
+            delta = item.tool_call_delta
+            if delta is not None and "name" in delta:
+                if open_kind:
+                    yield f'event: content_block_stop\ndata: {{"type":"content_block_stop","index":{index}}}\n\n'
+                    open_kind = ""
+                index += 1
+                use_id = delta.get("id") or call_id()
+                open_uses[use_id] = use_blocks[int(delta.get("index", 0))] = index
+                yield _event("content_block_start", {"type": "content_block_start", "index": index, "content_block": {
+                    "type": "tool_use", "id": use_id, "name": delta["name"], "input": {}}})
+            elif delta is not None and delta.get("arguments"):
+                at = use_blocks.get(int(delta.get("index", 0)))
+                if at is not None:
+                    yield _event("content_block_delta", {"type": "content_block_delta", "index": at, "delta": {
+                        "type": "input_json_delta", "partial_json": delta["arguments"]}})
             for call in item.tool_calls or ():
+                at = open_uses.pop(str(call.get("id", "")), None)
+                if at is not None:  # streamed: its input is complete
+                    calls += 1
+                    yield f'event: content_block_stop\ndata: {{"type":"content_block_stop","index":{at}}}\n\n'
+                    continue
                 if open_kind:
                     yield f'event: content_block_stop\ndata: {{"type":"content_block_stop","index":{index}}}\n\n'
                     open_kind = ""
@@ -288,6 +327,8 @@ async def _events(engine: Engine, inference: Inference, ident: str, model: str,
             continue
         if open_kind:
             yield f'event: content_block_stop\ndata: {{"type":"content_block_stop","index":{index}}}\n\n'
+        for at in open_uses.values():  # a streamed call the token limit cut short
+            yield f'event: content_block_stop\ndata: {{"type":"content_block_stop","index":{at}}}\n\n'
         yield _event("message_delta", {
             "type": "message_delta",
             "delta": {"stop_reason": stop_reason(item, calls > 0),

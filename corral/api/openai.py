@@ -33,8 +33,10 @@ from corral.api import openai_schemas as o
 from corral.api.common import engine_of, resolve_model, store_of
 from corral.api.errors import APIError, status_for
 from corral.api.native import normalize
+from corral.api.reqlog import log_unhandled
 from corral.generation import Engine, Final, Inference, Piece
 from corral.model import Model
+from corral.parsers.forced import tool_name
 from corral.store.names import InvalidModelName, parse_name
 from corral.store.store import ModelNotFound
 
@@ -102,7 +104,7 @@ def family_route(shape: ErrorShape) -> type[APIRoute]:
                 except Exception as exc:
                     status, message = status_for(exc)
                     if message.startswith("internal error"):
-                        log.exception("unhandled error in %s", request.url.path)
+                        log_unhandled(log, exc, request.url.path)
                 return JSONResponse(shape(status, message), status_code=status)
 
             return handler
@@ -172,6 +174,68 @@ def decode_base64(data: str, message: str) -> str:
     except (binascii.Error, ValueError):
         raise APIError(400, message) from None
     return data
+
+
+def choose_tools(tools: list[dict[str, Any]] | None, mode: str, names: list[str] | None = None, *,
+                 only_named: bool = False, parallel: bool = True) -> tuple[list[dict[str, Any]] | None, dict[str, Any]]:
+    """Apply a tool_choice already read into ``mode`` (``none``, ``auto`` or ``required``) and the tool ``names`` it
+    allows: the tools to offer the model and the ``Inference`` fields that enforce the choice (Ollama ignores
+    tool_choice). ``none`` drops the tools; ``required`` forces one call, to one of ``names`` when given, by
+    constrained decoding; ``only_named`` (OpenAI's ``allowed_tools``) also hides the other tools from the model.
+    A forced call without tools, or a name that is not among the tools, is 400."""
+    if mode == "none":
+        return None, {}
+    if not tools:
+        if mode == "required":
+            raise APIError(400, "tool_choice requires a tool to call, but no tools were given")
+        return None, {}
+    offered = {tool_name(t) for t in tools}
+    for name in names or ():
+        if name not in offered:
+            raise APIError(400, f'tool_choice names a tool that is not among the tools: "{name}"')
+    if names is not None and only_named:
+        tools = [t for t in tools if tool_name(t) in names]
+    fields: dict[str, Any] = {} if parallel else {"parallel_tool_calls": False}
+    if mode == "required":
+        fields.update(tool_choice="required", tool_choice_names=names)
+    return tools, fields
+
+
+def openai_tool_choice(choice: str | dict[str, Any] | None) -> tuple[str, list[str] | None, bool]:
+    """OpenAI's ``tool_choice`` (the chat completions and Responses shapes alike) as ``(mode, names,
+    only_named)`` for :func:`choose_tools`: ``"none"``, ``"auto"``, ``"required"``, a function (``{"type":
+    "function", "function": {"name"}}`` or ``{"type": "function", "name"}``), or ``allowed_tools``."""
+    if choice is None:
+        return "auto", None, False
+    if isinstance(choice, str):
+        if choice in ("none", "auto", "required"):
+            return choice, None, False
+        raise APIError(400, f'invalid tool_choice: "{choice}" (must be "none", "auto", "required" or a function)')
+    if not isinstance(choice, dict):
+        raise APIError(400, "invalid tool_choice: expected a string or an object")
+    kind = choice.get("type")
+    if kind == "function":
+        name = tool_name(choice)
+        if name is None:
+            raise APIError(400, "tool_choice: the function's name is required")
+        return "required", [name], False
+    if kind == "allowed_tools":
+        spec = choice.get("allowed_tools")
+        spec = spec if isinstance(spec, dict) else choice  # chat completions nest it; the Responses API does not
+        mode = spec.get("mode", "auto")
+        if mode not in ("auto", "required"):
+            raise APIError(400, f'invalid tool_choice.mode: "{mode}" (must be "auto" or "required")')
+        listed = spec.get("tools") or []
+        if not isinstance(listed, list):
+            raise APIError(400, "tool_choice.tools: a list of function tools is required")
+        names: list[str] = []
+        for tool in listed:
+            name = tool_name(tool) if isinstance(tool, dict) and tool.get("type", "function") == "function" else None
+            if name is None:
+                raise APIError(400, "tool_choice.tools: only function tools with a name are supported")
+            names.append(name)
+        return mode, names, True
+    raise APIError(400, f"unsupported tool_choice type: {kind!r}")
 
 
 # -- OpenAI ---------------------------------------------------------------------------------------------------------
@@ -335,17 +399,16 @@ def _chat_messages(messages: list[o.ChatMessage]) -> list[dict[str, Any]]:
     return out
 
 
-def _tools(body: o.ChatCompletionRequest) -> list[dict[str, Any]] | None:
-    """Function tools in the native shape. ``tool_choice: "none"`` drops them, so the model answers in text (Ollama
-    ignores tool_choice altogether); other choices cannot be enforced and are accepted as "auto"."""
-    if not body.tools or body.tool_choice == "none":
-        return None
+def _tools(body: o.ChatCompletionRequest) -> tuple[list[dict[str, Any]] | None, dict[str, Any]]:
+    """Function tools in the native shape, and the ``Inference`` fields that enforce ``tool_choice`` and
+    ``parallel_tool_calls`` (see :func:`choose_tools`; Ollama ignores both)."""
+    mode, names, only_named = openai_tool_choice(body.tool_choice)
     out = []
-    for tool in body.tools:
+    for tool in body.tools or ():
         if tool.type != "function":
             raise APIError(400, f"unsupported tool type: {tool.type!r}")
         out.append({"type": "function", "function": tool.function.model_dump(exclude_none=True)})
-    return out
+    return choose_tools(out, mode, names, only_named=only_named, parallel=body.parallel_tool_calls is not False)
 
 
 def openai_tool_calls(calls: list[dict[str, Any]], start: int = 0) -> list[dict[str, Any]]:
@@ -385,10 +448,11 @@ async def chat_completions(request: Request, body: o.ChatCompletionRequest) -> R
     opts = _chat_options(body)
     fmt = _format(body.response_format)
     think = _think(body)
-    tools = _tools(body)
+    tools, choice = _tools(body)
     model = resolve_model(store_of(request), body.model)
     check_capabilities(model, tools=bool(tools), think=think, images=any("images" in m for m in messages))
-    inference = Inference(model=model, messages=messages, options=opts, format=fmt, think=think, tools=tools)
+    inference = Inference(model=model, messages=messages, options=opts, format=fmt, think=think, tools=tools,
+                          tool_call_deltas=bool(body.stream), **choice)
     engine = engine_of(request)
     ident = _new_id("chatcmpl")
 
@@ -415,7 +479,11 @@ async def chat_completions(request: Request, body: o.ChatCompletionRequest) -> R
 async def _chat_events(engine: Engine, inference: Inference, ident: str, model: str,
                        include_usage: bool) -> AsyncGenerator[str, None]:
     """SSE chunks, built as strings: the per-token path. Reasoning and content of one piece go out as two chunks
-    (reasoning first); the finish reason comes in a chunk of its own with an empty delta, then usage if asked."""
+    (reasoning first); the finish reason comes in a chunk of its own with an empty delta, then usage if asked.
+
+    A tool call the engine streams (a forced call, or any call on the native path) goes out in OpenAI's incremental
+    form: a first delta with its index, id, type, name and empty arguments, then deltas with only the index and the
+    next piece of the arguments. A call parsed whole (the rendered path's ToolCallParser) comes in one delta."""
     created = int(time.time())
     usage_null = ',"usage":null' if include_usage else ""
     head = (f'data: {{"id":"{ident}","object":"chat.completion.chunk","created":{created},'
@@ -423,6 +491,7 @@ async def _chat_events(engine: Engine, inference: Inference, ident: str, model: 
     open_tail = f'}},"finish_reason":null}}]{usage_null}}}\n\n'
     role = '"role":"assistant",'
     calls_sent = 0
+    streamed: set[int] = set()  # indexes of calls whose arguments went out in deltas
     async for item in engine.generate(inference):
         if isinstance(item, Piece):
             if item.thinking:
@@ -431,11 +500,24 @@ async def _chat_events(engine: Engine, inference: Inference, ident: str, model: 
             if item.content:
                 yield f'{head}{role}"content":{dumps(item.content)}{open_tail}'
                 role = ""
-            if item.tool_calls:
-                calls = openai_tool_calls(item.tool_calls, calls_sent)
-                calls_sent += len(calls)
-                yield f'{head}{role}"content":"","tool_calls":{dumps(calls)}{open_tail}'
+            delta = item.tool_call_delta
+            if delta is not None:
+                index = int(delta.get("index", 0))
+                if "name" in delta:
+                    streamed.add(index)
+                    calls_sent += 1
+                    call = {"index": index, "id": delta.get("id") or call_id(), "type": "function",
+                            "function": {"name": delta["name"], "arguments": ""}}
+                else:
+                    call = {"index": index, "function": {"arguments": delta.get("arguments", "")}}
+                yield f'{head}{role}"tool_calls":[{dumps(call)}]{open_tail}'
                 role = ""
+            if item.tool_calls:
+                calls = [c for c in openai_tool_calls(item.tool_calls, calls_sent) if c["index"] not in streamed]
+                calls_sent += len(calls)
+                if calls:
+                    yield f'{head}{role}"content":"","tool_calls":{dumps(calls)}{open_tail}'
+                    role = ""
             continue
         reason = dumps(_finish_reason(item.done_reason, calls_sent > 0))
         yield f'{head}{role.rstrip(",")}}},"finish_reason":{reason}}}]{usage_null}}}\n\n'

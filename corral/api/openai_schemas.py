@@ -137,6 +137,7 @@ class ChatCompletionRequest(_Request):
     response_format: ResponseFormat | None = None
     tools: list[ChatTool] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
     reasoning: Reasoning | None = None
     reasoning_effort: str | None = None
 
@@ -351,6 +352,7 @@ class ResponsesRequest(_Request):
     text: ResponsesText | None = None
     tools: list[ResponsesTool] | None = None
     tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
     truncation: str | None = None
     previous_response_id: str | None = None
     stream: bool | None = False

@@ -3,7 +3,7 @@
 The input items become native chat messages and one ``Inference`` (as ``/v1/chat/completions`` builds), so templates,
 capabilities and scheduling behave identically; the pieces are shaped into a Response object or its typed SSE events
 (``event: <type>`` + ``data: {..., "sequence_number": n}``). Where Corral differs from Ollama on purpose (status
-``incomplete`` on the token limit, ``tool_choice: "none"``, text kept next to tool calls), the docstring says so.
+``incomplete`` on the token limit, ``tool_choice`` enforced, text kept next to tool calls), the docstring says so.
 """
 
 from __future__ import annotations
@@ -25,11 +25,13 @@ from corral.api.openai import (
     SSE,
     _arguments,
     check_capabilities,
+    choose_tools,
     decode_base64,
     dumps,
     family_route,
     openai_error,
     openai_tool_calls,
+    openai_tool_choice,
     prompt_tokens,
     run_to_end,
     sse_response,
@@ -169,13 +171,12 @@ def _format(body: o.ResponsesRequest) -> Any:
     return "json" if fmt.type == "json_object" else None
 
 
-def _tools(body: o.ResponsesRequest) -> list[dict[str, Any]] | None:
-    """Flat Responses tools to native ones. ``tool_choice: "none"`` drops them (Ollama ignores tool_choice); other
-    choices cannot be enforced and act as ``"auto"``."""
-    if not body.tools or body.tool_choice == "none":
-        return None
+def _tools(body: o.ResponsesRequest) -> tuple[list[dict[str, Any]] | None, dict[str, Any]]:
+    """Flat Responses tools to native ones, and the ``Inference`` fields that enforce ``tool_choice`` and
+    ``parallel_tool_calls`` (``corral.api.openai.choose_tools``; Ollama ignores both)."""
+    mode, names, only_named = openai_tool_choice(body.tool_choice)
     out = []
-    for tool in body.tools:
+    for tool in body.tools or ():
         if tool.type != "function":
             raise APIError(400, f"unsupported tool type: {tool.type!r}")
         if not tool.name:
@@ -186,7 +187,7 @@ def _tools(body: o.ResponsesRequest) -> list[dict[str, Any]] | None:
         if tool.parameters is not None:
             fn["parameters"] = tool.parameters
         out.append({"type": "function", "function": fn})
-    return out
+    return choose_tools(out, mode, names, only_named=only_named, parallel=body.parallel_tool_calls is not False)
 
 
 # -- response shaping ---------------------------------------------------------------------------------------------
@@ -250,7 +251,8 @@ class _Shape:
             "previous_response_id": None, "instructions": body.instructions or None, "output": output,
             "error": error, "tools": [t.model_dump(exclude_none=True) for t in body.tools or ()],
             "tool_choice": body.tool_choice if body.tool_choice is not None else "auto",
-            "truncation": body.truncation or "disabled", "parallel_tool_calls": True,
+            "truncation": body.truncation or "disabled",
+            "parallel_tool_calls": body.parallel_tool_calls is not False,
             "text": {"format": fmt.model_dump(by_alias=True, exclude_none=True) if fmt else {"type": "text"}},
             "top_p": 1.0 if body.top_p is None else body.top_p, "presence_penalty": 0, "frequency_penalty": 0,
             "top_logprobs": 0, "temperature": 1.0 if body.temperature is None else body.temperature,
@@ -276,11 +278,12 @@ async def create_response(request: Request, body: o.ResponsesRequest) -> Respons
         raise APIError(400, "input is required")
     opts = _options(body)
     think = _think(body)
-    tools = _tools(body)
+    tools, choice = _tools(body)
     fmt = _format(body)
     model = resolve_model(store_of(request), body.model)
     check_capabilities(model, tools=bool(tools), think=think, images=any("images" in m for m in messages))
-    inference = Inference(model=model, messages=messages, options=opts, format=fmt, think=think, tools=tools)
+    inference = Inference(model=model, messages=messages, options=opts, format=fmt, think=think, tools=tools,
+                          tool_call_deltas=bool(body.stream), **choice)
     engine = engine_of(request)
     shape = _Shape(body)
 
@@ -300,9 +303,10 @@ async def create_response(request: Request, body: o.ResponsesRequest) -> Respons
 
 class _EventStream:
     """The typed SSE events, in Ollama's order: a reasoning item (summary deltas), then a message item (content
-    part, text deltas), function calls as whole items (added, arguments delta and done, done), then the final
+    part, text deltas), function calls (added, arguments deltas and done, done), then the final
     ``response.completed`` (``response.incomplete`` at the token limit). Text after tool calls opens a new message
-    item rather than being dropped, as Ollama drops it."""
+    item rather than being dropped, as Ollama drops it. A call the engine streams (a forced call, or any call on the
+    native path) has its arguments in one delta per piece generated; a call parsed whole, in one delta."""
 
     def __init__(self, shape: _Shape) -> None:
         self.shape = shape
@@ -313,6 +317,7 @@ class _EventStream:
         self.text: list[str] | None = None  # the open message item's text
         self.message_id = ""
         self.calls = 0
+        self.open_calls: dict[int, dict[str, Any]] = {}  # streamed calls by index: the item so far, its arguments
 
     def event(self, kind: str, data: dict[str, Any]) -> str:
         payload = {"type": kind, "sequence_number": self.seq, **data}
@@ -382,10 +387,24 @@ class _EventStream:
             events.append(self.event("response.output_text.delta", {
                 "item_id": self.message_id, "output_index": self.index, "content_index": 0,
                 "delta": piece.content, "logprobs": []}))
+        if piece.tool_call_delta is not None:
+            events += self.call_delta(piece.tool_call_delta)
         if piece.tool_calls:
             events += self.close_reasoning() + self.close_text()
             for item in _call_items(piece.tool_calls, self.calls):
                 self.calls += 1
+                index = next((i for i, c in self.open_calls.items() if c["item"]["call_id"] == item["call_id"]),
+                             None)
+                if index is not None:  # its arguments went out in deltas: close it with the text they made
+                    item = self.open_calls.pop(index)["item"]
+                    item["status"] = "completed"
+                    where = {"item_id": item["id"], "output_index": self.index}
+                    events.append(self.event("response.function_call_arguments.done",
+                                             {**where, "arguments": item["arguments"]}))
+                    events.append(self.event("response.output_item.done",
+                                             {"output_index": self.index, "item": item}))
+                    self.output.append(item)
+                    continue
                 where = {"item_id": item["id"], "output_index": self.index}
                 events.append(self.event("response.output_item.added", {
                     "output_index": self.index, "item": {**item, "status": "in_progress", "arguments": ""}}))
@@ -397,8 +416,31 @@ class _EventStream:
                 self.output.append(item)
         return events
 
+    def call_delta(self, delta: dict[str, Any]) -> list[str]:
+        """A streamed call: its first delta opens the item, later ones add to its arguments."""
+        index = int(delta.get("index", 0))
+        if "name" in delta:
+            events = self.close_reasoning() + self.close_text()
+            item = {"id": _new_id("fc"), "type": "function_call", "status": "in_progress",
+                    "call_id": delta.get("id") or _new_id("call"), "name": delta["name"], "arguments": ""}
+            self.open_calls[index] = {"item": item}
+            events.append(self.event("response.output_item.added", {"output_index": self.index, "item": dict(item)}))
+            return events
+        call = self.open_calls.get(index)
+        fragment = delta.get("arguments", "")
+        if call is None or not fragment:
+            return []
+        call["item"]["arguments"] += fragment
+        return [self.event("response.function_call_arguments.delta",
+                           {"item_id": call["item"]["id"], "output_index": self.index, "delta": fragment})]
+
     def finish(self, final: Final) -> list[str]:
         events = self.close_reasoning()
+        for call in self.open_calls.values():  # a streamed call the token limit cut short
+            item = {**call["item"], "status": "incomplete"}
+            events.append(self.event("response.output_item.done", {"output_index": self.index, "item": item}))
+            self.output.append(item)
+        self.open_calls.clear()
         if self.text is None and not any(item["type"] != "reasoning" for item in self.output):
             events += self.open_text()  # an empty answer still gets its (empty) message, as non-streaming does
         events += self.close_text()

@@ -35,10 +35,11 @@ from corral.templates.gotemplate import (
     StringNode,
     Template,
     TextNode,
+    VariableNode,
     WithNode,
 )
 
-__all__ = ["ToolCallParser", "infer_tool_tag"]
+__all__ = ["ToolCallParser", "infer_tool_tag", "jinja_tool_call_prefix", "tool_call_prefix"]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -103,15 +104,57 @@ def _first_text(nodes: Sequence[Node]) -> str | None:
 def infer_tool_tag(tmpl: Template) -> str | None:
     """Ollama's tag detection: find the first {{ if … .ToolCalls … }} node, the first non-whitespace text node inside
     it, cut before '{' and trimmed (e.g. "<tool_call>", "[TOOL_CALLS]"); "{" when none is found; None if the
-    template has no .ToolCalls at all."""
+    template has no .ToolCalls at all. Where no ``if`` guards the calls (Corral's builtin qwen prints them with a bare
+    ``range $m.ToolCalls``), the range is read instead, so the tag is still found."""
     if not tmpl.references("ToolCalls"):
         return None
-    node = _find_tool_calls_if(tmpl.root.nodes)
+    node: IfNode | RangeNode | None = _find_tool_calls_if(tmpl.root.nodes) or _find_tool_calls_range(tmpl.root.nodes)
     text = _first_text(node.list.nodes) if node is not None else None
     if text is None:
         return "{"
     tag = text.replace("\r\n", "\n").split("{", 1)[0].strip()
     return tag or "{"
+
+
+def tool_call_prefix(tmpl: Template) -> str:
+    """The text the template prints before a call's JSON object, as the model would write it (``<tool_call>\\n``,
+    ``[TOOL_CALLS] [``): what a forced tool call appends to the prompt. Unlike :func:`infer_tool_tag` it keeps
+    the whitespace after the tag; ``""`` when calls are bare JSON or the template shows none."""
+    if not tmpl.references("ToolCalls"):
+        return ""
+    node: IfNode | RangeNode | None = _find_tool_calls_if(tmpl.root.nodes) or _find_tool_calls_range(tmpl.root.nodes)
+    text = _first_text(node.list.nodes) if node is not None else None
+    if text is None:
+        return ""
+    return text.replace("\r\n", "\n").split("{", 1)[0].lstrip()
+
+
+def _find_tool_calls_range(nodes: Sequence[Node]) -> RangeNode | None:
+    """The first ``{{ range … ToolCalls }}`` (``.ToolCalls`` or ``$m.ToolCalls``): where templates without an
+    ``if .ToolCalls`` (Corral's builtin qwen) print each call."""
+    for n in nodes:
+        if isinstance(n, RangeNode) and any(
+                isinstance(a, (FieldNode, VariableNode)) and "ToolCalls" in a.ident
+                for c in n.pipe.cmds for a in c.args):
+            return n
+        found: RangeNode | None = None
+        if isinstance(n, (IfNode, RangeNode, WithNode)):
+            found = _find_tool_calls_range(n.list.nodes)
+            if found is None and n.else_list is not None:
+                found = _find_tool_calls_range(n.else_list.nodes)
+        elif isinstance(n, ListNode):
+            found = _find_tool_calls_range(n.nodes)
+        if found is not None:
+            return found
+    return None
+
+
+def jinja_tool_call_prefix(chat_template: str) -> str:
+    """The same for a GGUF's Jinja template (the native path), by the markers of the common formats."""
+    for marker, prefix in (("<tool_call>", "<tool_call>\n"), ("[TOOL_CALLS]", "[TOOL_CALLS]")):
+        if marker in chat_template:
+            return prefix
+    return ""
 
 
 # ---------------------------------------------------------------------------------------------------------------
