@@ -74,8 +74,9 @@ class Started:
                 os.kill(pid, signal.SIGKILL)
 
 
-def start_corral(tmp: Path, threads: int = 2) -> Started:
-    """``corral serve`` on a free port with a fresh store under ``tmp``; returns once ``/`` answers."""
+def start_corral(tmp: Path, threads: int = 2, extra_env: dict[str, str] | None = None) -> Started:
+    """``corral serve`` on a free port with a fresh store under ``tmp`` (and ``extra_env`` on top of the settings
+    below); returns once ``/`` answers."""
     port = free_port()
     home, models = tmp / "home", tmp / "models"
     home.mkdir(parents=True, exist_ok=True)
@@ -86,6 +87,7 @@ def start_corral(tmp: Path, threads: int = 2) -> Started:
         "CORRAL_HOME": str(home),
         "CORRAL_NUM_THREADS": str(threads),
     })
+    env.update(extra_env or {})
     log = tmp / "corral-serve.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "corral", "serve"], stdout=out, stderr=subprocess.STDOUT,

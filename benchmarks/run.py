@@ -2,6 +2,7 @@
 
     python -m benchmarks            # full run, a few minutes on a 2-core machine
     python -m benchmarks --quick    # smoke run
+    python -m benchmarks --speculative [--quick]   # speculative decoding on and off (benchmarks/speculative.py)
 
 It starts ``corral serve`` (fresh temporary store, the bundled ``smollm2:135m``) and, beside it, the same engine
 driven directly (``benchmarks/direct_engine.py``: the same ``xllamacpp`` build, model, context, slots and threads).
@@ -610,10 +611,23 @@ def main(argv: list[str] | None = None) -> int:
                     help="do not wait for quiet moments or rerun trials that other processes disturbed")
     ap.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/<timestamp>.json)")
     ap.add_argument("--markdown", type=Path, metavar="JSON", help="print the table of an earlier run as Markdown")
+    ap.add_argument("--speculative", action="store_true",
+                    help="instead: decode speed with and without speculative decoding (benchmarks/speculative.py)")
     args = ap.parse_args(argv)
     if args.markdown:
-        print(markdown(json.loads(args.markdown.read_text())["summary"]))
+        earlier = json.loads(args.markdown.read_text())
+        if earlier.get("kind") == "speculative":
+            from benchmarks import speculative
+
+            print(speculative.markdown(earlier))
+        else:
+            print(markdown(earlier["summary"]))
         return 0
+    if args.speculative:
+        from benchmarks import speculative
+
+        signal.signal(signal.SIGTERM, _terminate)
+        return speculative.run(args.quick, not args.no_gate, args.out)
     plan = QUICK if args.quick else Plan()
     signal.signal(signal.SIGTERM, _terminate)  # so the finally below stops the servers
     started = dt.datetime.now(dt.UTC)

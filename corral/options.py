@@ -29,7 +29,7 @@ LIST_OPTIONS = {"stop"}
 KNOWN_OPTIONS = INT_OPTIONS | FLOAT_OPTIONS | BOOL_OPTIONS | LIST_OPTIONS
 
 # Options that change how the engine is loaded; a change means a new runner.
-RUNNER_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread")
+RUNNER_OPTIONS = ("num_ctx", "num_batch", "num_gpu", "main_gpu", "use_mmap", "num_thread", "draft_num_predict")
 
 DEFAULTS: dict[str, Any] = {
     "num_keep": 4,

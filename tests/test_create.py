@@ -179,7 +179,16 @@ HOSTILE: list[tuple[str, dict[str, Any], int, str]] = [
      "'x.gguf' is not a LoRA adapter"),
     ("adapter as model", {"files": {"lora.gguf": "@lora"}}, 400, "a LoRA adapter was given as a model file"),
     ("projector only", {"files": {"mmproj.gguf": "@clip"}}, 400, "no model weights: 'files' holds only a projector"),
-    ("draft", {"from": MODEL, "draft_files": {"d.gguf": "@smol"}}, 400, "DRAFT models are not supported yet"),
+    ("draft vocabulary", {"from": MODEL, "draft_files": {"d.gguf": "@tiny"}}, 400,
+     "the DRAFT model's vocabulary does not match the model's, so it cannot draft for it: the draft model's "
+     "tokenizer type is 'llama', the model's is 'gpt2'"),
+    ("draft lora", {"from": MODEL, "draft_files": {"d.gguf": "@lora"}}, 400,
+     "'d.gguf' is not a draft model: its general.type is 'adapter'"),
+    ("draft safetensors", {"from": MODEL, "draft_files": {"d.safetensors": "@junk"}}, 400,
+     "DRAFT must be a GGUF file: supplied file was not in GGUF format"),
+    ("two drafts", {"from": MODEL, "draft_files": {"a.gguf": "@smol", "b.gguf": "@tiny"}}, 400,
+     "more than one GGUF in 'draft_files'"),
+    ("draft path", {"from": MODEL, "draft_files": {"../d.gguf": "@smol"}}, 400, "file path must be relative"),
 ]
 
 
@@ -192,7 +201,8 @@ def test_bad_requests_get_clear_errors(server: ServerProcess, tmp_path: Path, ca
         blobs = {"smol": smol_digest(client), "junk": upload(client, b"definitely not a model " * 8),
                  "four": upload(client, b"GGUF"), "evil": upload(client, _hostile_gguf_header()),
                  "lora": upload(client, lora.read_bytes()),
-                 "clip": upload(client, tiny_gguf(tmp_path / "clip.gguf", arch="clip").read_bytes())}
+                 "clip": upload(client, tiny_gguf(tmp_path / "clip.gguf", arch="clip").read_bytes()),
+                 "tiny": upload(client, tiny_gguf(tmp_path / "tiny.gguf").read_bytes())}
         with SMOL.open("rb") as f:
             blobs["cut"] = upload(client, f.read(1 << 20))
         request = json.loads(json.dumps({"model": "hostile", **body}))

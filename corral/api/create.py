@@ -72,6 +72,7 @@ def _spec(body: CreateRequest) -> CreateSpec:
         renderer=body.renderer,
         parser=body.parser,
         requires=body.requires,
+        draft_files=body.draft_files,
     )
 
 
@@ -86,8 +87,6 @@ async def _progress(creator: Creator) -> AsyncGenerator[dict[str, Any], None]:
 
 @router.post("/api/create")
 async def create(request: Request, body: CreateRequest) -> Response:
-    if body.draft_files:
-        raise APIError(400, "DRAFT models are not supported yet")
     creator = Creator(_store(request), _spec(body))
     try:
         await anyio.to_thread.run_sync(creator.prepare)

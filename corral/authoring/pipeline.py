@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from corral import config as env
-from corral import options
+from corral import options, speculative
 from corral.authoring import gojson
 from corral.authoring.errors import CreateError
-from corral.authoring.inputs import InputFile, collect
+from corral.authoring.inputs import NOT_GGUF, InputFile, collect
 from corral.store import manifest as mf
 from corral.store.gguf_info import GGUFInfo, InvalidGGUF, read_gguf_info
 from corral.store.names import InvalidModelName, ModelName, parse_name
@@ -72,6 +72,7 @@ class CreateSpec:
     renderer: str = ""
     parser: str = ""
     requires: str = ""
+    draft_files: dict[str, str] | None = None  # Modelfile DRAFT: a speculative-decoding draft model's GGUF
 
 
 @dataclass
@@ -141,6 +142,8 @@ class Creator:
         self.base_config: mf.ModelConfig | None = None
         self.inputs: list[InputFile] = []
         self.adapters: list[InputFile] = []
+        self.drafts: list[InputFile] = []
+        self.draft_checked = False
         self.quantize = ""
 
     # -- checks before any output -------------------------------------------------------------------------------
@@ -157,11 +160,13 @@ class Creator:
             self.old = self.store.read_manifest(self.target).manifest
         self.inputs = collect(self.store, spec.files, "files")
         self.adapters = collect(self.store, spec.adapters, "adapters")
+        self.drafts = collect(self.store, spec.draft_files, "draft_files")
         if spec.from_:
             self._prepare_base(spec.from_)
         elif not self.inputs:
             raise CreateError("neither 'from' or 'files' was specified")
         self._check_inputs()
+        self._check_draft()
         if spec.template:
             try:
                 parse(spec.template)
@@ -192,7 +197,7 @@ class Creator:
                 raise CreateError(f"model '{name}' is incomplete: blob {canonical_digest(layer.digest)} is missing",
                                   500)
             info = None
-            if layer.media_type in _WEIGHT_TYPES.values():
+            if layer.media_type in (*_WEIGHT_TYPES.values(), mf.MEDIA_DRAFT):
                 try:
                     info = read_gguf_info(self.store.blob_path(layer.digest))
                 except InvalidGGUF as exc:
@@ -228,6 +233,33 @@ class Creator:
             if base is not None and adapter.info.architecture != base.architecture:
                 raise CreateError(f"adapter architecture {adapter.info.architecture!r} does not match the model's "
                                   f"{base.architecture!r}")
+
+    def _check_draft(self) -> None:
+        """One GGUF language model whose vocabulary is the model's (checked here when the model's GGUF is already
+        known, after conversion otherwise)."""
+        if not self.drafts:
+            return
+        if any(d.kind == "safetensors" for d in self.drafts):
+            raise CreateError(f"DRAFT must be a GGUF file: {NOT_GGUF}")
+        ggufs = [d for d in self.drafts if d.kind == "gguf"]
+        if len(ggufs) > 1:
+            raise CreateError("more than one GGUF in 'draft_files': a DRAFT is one GGUF file (split GGUF files are "
+                              "not supported)")
+        draft = ggufs[0]
+        if draft.role != "model":
+            raise CreateError(f"{draft.name!r} is not a draft model: its general.type is {draft.role!r}")
+        base = self._model_info()
+        if base is not None:
+            self._check_vocab(base)
+
+    def _check_vocab(self, base: GGUFInfo) -> None:
+        draft = next(d for d in self.drafts if d.kind == "gguf")
+        assert draft.info is not None
+        reason = speculative.vocab_mismatch(base, draft.info)
+        if reason:
+            raise CreateError(f"the DRAFT model's vocabulary does not match the model's, so it cannot draft for it: "
+                              f"{reason}")
+        self.draft_checked = True
 
     def _model_info(self) -> GGUFInfo | None:
         for f in self.inputs:
@@ -273,6 +305,7 @@ class Creator:
         layers = _replace_weights(list(self.base_layers), new_weights)
         if not self.spec.from_:
             layers.extend(self._detect(layers))
+        yield from self._add_draft(layers)
         if self.quantize:
             yield from self._quantize(layers)
         layers = self._apply_settings(layers)
@@ -284,6 +317,21 @@ class Creator:
         self._write(layers, config)
         self._prune()
         yield {"status": "success"}
+
+    def _add_draft(self, layers: list[_Layer]) -> Iterator[Progress]:
+        """The DRAFT GGUF as the draft layer, in place of the base model's; after the model's layers, as Ollama
+        appends it."""
+        for draft in self.drafts:
+            if draft.kind != "gguf":
+                continue
+            if not self.draft_checked:  # the model's GGUF came out of conversion
+                model = next((layer.info for layer in layers if layer.media_type == mf.MEDIA_MODEL), None)
+                if model is not None:
+                    self._check_vocab(model)
+            yield {"status": "parsing GGUF"}
+            layer = mf.Layer(mediaType=mf.MEDIA_DRAFT, digest=draft.digest, size=draft.blob.stat().st_size)
+            layers[:] = [old for old in layers if old.media_type != mf.MEDIA_DRAFT]
+            layers.append(_Layer(layer, f"using existing layer {draft.digest}", draft.info))
 
     def _blob(self, media_type: str, data: bytes, status: str = "") -> _Layer:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
@@ -425,7 +473,7 @@ class Creator:
         families: list[str] = []
         model_info = None
         for layer in layers:
-            if layer.info is None or layer.media_type == mf.MEDIA_ADAPTER:
+            if layer.info is None or layer.media_type in (mf.MEDIA_ADAPTER, mf.MEDIA_DRAFT):
                 continue
             if layer.media_type == mf.MEDIA_MODEL and model_info is None:
                 model_info = layer.info
@@ -437,6 +485,11 @@ class Creator:
             cfg.model_type = model_info.parameter_size
             cfg.file_type = model_info.file_type
             cfg.model_families = families
+        draft = next((layer for layer in layers if layer.media_type == mf.MEDIA_DRAFT), None)
+        if draft is None:
+            cfg.draft = None
+        elif draft.info is not None:  # Ollama's ConfigV2.Draft
+            cfg.draft = mf.DraftConfig(model_format="gguf", architecture=draft.info.architecture)
         for key in ("renderer", "parser", "requires"):
             value = getattr(self.spec, key)
             if value:

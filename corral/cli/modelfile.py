@@ -11,6 +11,7 @@ import hashlib
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +106,7 @@ class CreatePlan:
     files: dict[Path, str] = field(default_factory=dict)
     adapters: dict[Path, str] = field(default_factory=dict)
     draft_files: dict[Path, str] = field(default_factory=dict)
+    draft_blobs: dict[str, str] = field(default_factory=dict)  # a DRAFT naming a model: its weights, on the server
 
     def uploads(self) -> dict[Path, str]:
         return {**self.files, **self.adapters, **self.draft_files}
@@ -116,13 +118,18 @@ class CreatePlan:
             if files:
                 names = upload_names(files)
                 body[key] = {names[f]: digest for f, digest in files.items()}
+        if self.draft_blobs:
+            body["draft_files"] = {**body.get("draft_files", {}), **self.draft_blobs}
         return body
 
 
-def build_plan(commands: list[Command], relative_dir: Path) -> CreatePlan:
+def build_plan(commands: list[Command], relative_dir: Path,
+               model_weights: Callable[[str], str | None] | None = None) -> CreatePlan:
     """``Modelfile.CreateRequest``: resolve paths, hash files, type parameters, collect messages and licenses.
 
-    Raises :class:`ModelfileError`; errors about a parameter name its line."""
+    ``model_weights(name)`` gives the digest of an installed model's weights (None when there is no such model): with
+    it a ``DRAFT`` that is not a local path may name a model, whose weights the server already has. Ollama's client
+    takes only paths there. Raises :class:`ModelfileError`; errors about a parameter name its line."""
     plan = CreatePlan(request={})
     req = plan.request
     licenses: list[str] = []
@@ -145,7 +152,11 @@ def build_plan(commands: list[Command], relative_dir: Path) -> CreatePlan:
             try:
                 digests = file_digests(path)
             except FileNotFoundError:
-                raise ModelfileError(f"{name.upper()} file {args!r} does not exist", command.line) from None
+                digest = model_weights(args) if name == "draft" and model_weights is not None else None
+                if digest is None:
+                    raise ModelfileError(f"{name.upper()} file {args!r} does not exist", command.line) from None
+                plan.draft_blobs[re.sub(r"[^A-Za-z0-9._-]+", "-", args).strip("-.") + ".gguf"] = digest
+                continue
             if name == "adapter":
                 plan.adapters = digests
             else:

@@ -172,7 +172,7 @@ def create(client: Client, model: str, modelfile: Path | None, *, quantize: str 
     with TransferProgress("pulling") as progress:
         gathering = progress.spinner("gathering model components")
         try:
-            plan = build_plan(parse(text), relative_dir)
+            plan = build_plan(parse(text), relative_dir, lambda name: model_weights(client, name))
         except ModelfileError as exc:
             raise APIError(str(exc)) from None
         progress.set_message(gathering, "gathering model components", running=False)
@@ -197,6 +197,23 @@ def create(client: Client, model: str, modelfile: Path | None, *, quantize: str 
             progress.update(event)
         if quantize_task is not None:
             progress.set_message(quantize_task, quantize_status, running=False)
+
+
+def model_weights(client: Client, name: str) -> str | None:
+    """The digest of an installed model's weights, read off the blob path in the FROM line of its Modelfile (for
+    ``DRAFT <model>``); None when the server has no such model."""
+    from corral.cli.client import APIError
+
+    try:
+        text = str(client.show(name).get("modelfile") or "")
+        commands = parse(text)
+    except (APIError, ValueError):
+        return None
+    for command in commands:
+        if command.name == "model":
+            blob = Path(command.args).name
+            return "sha256:" + blob[len("sha256-"):] if blob.startswith("sha256-") else None
+    return None
 
 
 def _upload(client: Client, progress: TransferProgress, path: Path, digest: str) -> None:
