@@ -10,8 +10,9 @@ from pathlib import Path
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from corral import __version__, bundled, config
-from corral.api import anthropic, create, errors, native, openai, responses, security, transfer
+from corral import __version__, bundled, config, metrics
+from corral.api import anthropic, auth, create, errors, hotpath, native, openai, reqlog, responses, security, transfer
+from corral.api import rerank as rerank_api
 from corral.api.middleware import AssumeJSONBody
 from corral.generation import Engine
 from corral.scheduler import Scheduler
@@ -22,6 +23,7 @@ log = logging.getLogger("corral.server")
 # Ollama's CORS header list, so browser clients of the OpenAI SDK work.
 ALLOWED_HEADERS = [
     "Authorization", "Content-Type", "User-Agent", "Accept", "X-Requested-With", "OpenAI-Beta",
+    "X-Api-Key",  # Corral's: the header the Anthropic SDK carries CORRAL_API_KEY in
     *(f"x-stainless-{h}" for h in ("arch", "async", "custom-poll-interval", "helper-method", "lang", "os",
                                    "package-version", "poll-helper", "retry-count", "runtime", "runtime-version",
                                    "timeout")),
@@ -52,16 +54,24 @@ def create_app(models_dir: Path | None = None, bind: config.HostPort | None = No
     app = FastAPI(title="Corral", version=__version__, lifespan=lifespan,
                   description="Ollama-compatible local LLM runtime")
     app.state.store = store
-    # Starlette runs the last-added middleware first: Host check, then CORS, then body rules.
+    # Starlette runs the last-added middleware first: request log, Host check, Origin check, CORS, API key, then
+    # body rules.
+    registry = metrics.configure(config.env_bool("METRICS"))
+    app.add_middleware(hotpath.HotPath, store=store)  # innermost of all: polled read-only routes skip FastAPI
+    if registry.enabled:  # innermost: it sees the route matched and the status the error handlers chose
+        app.add_middleware(metrics.MetricsMiddleware, registry=registry)
     app.add_middleware(AssumeJSONBody)
     app.add_middleware(security.BodyLimit, limit=security.max_body())
+    app.add_middleware(auth.APIKeyAuth, key=config.api_key())
     app.add_middleware(
         CORSMiddleware,
         allow_origin_regex=security.origin_regex(security.allowed_origins()),
         allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"],
         allow_headers=ALLOWED_HEADERS,
     )
+    app.add_middleware(security.OriginCheck, origins=security.allowed_origins())
     app.add_middleware(security.HostCheck, enabled=bind.is_loopback)
+    app.add_middleware(reqlog.RequestLog)
     errors.install(app)
     app.include_router(native.router)
     app.include_router(openai.router)
@@ -69,4 +79,8 @@ def create_app(models_dir: Path | None = None, bind: config.HostPort | None = No
     app.include_router(anthropic.router)
     app.include_router(create.router)
     app.include_router(transfer.router)
+    app.include_router(rerank_api.router)
+    app.include_router(rerank_api.v1_router)
+    if registry.enabled:
+        app.include_router(metrics.router)
     return app

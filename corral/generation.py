@@ -7,6 +7,7 @@ from the scheduler and turns the engine's stream into ``Piece`` and ``Final`` ob
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -15,14 +16,16 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from corral import config, memory, options
+from corral import config, memory, metrics, options, speculative
 from corral.errors import InferenceError, RequestError
 from corral.model import Model, parse_template
+from corral.parsers.forced import ForcedCallReader, call_schema, tool_name
+from corral.parsers.tools import jinja_tool_call_prefix, tool_call_prefix
 from corral.runner import kvcache
 from corral.runner.client import EngineClient, EngineError, EngineUnreachable
 from corral.runner.process import LaunchSpec
 from corral.scheduler import Loaded, Scheduler
-from corral.shaping import OutputShaper
+from corral.shaping import OutputShaper, tool_call_id
 from corral.structured import engine_schema
 from corral.templates import prompt as prompts
 from corral.templates.gotemplate import Template, TemplateError
@@ -33,6 +36,9 @@ class Piece:
     content: str = ""
     thinking: str = ""
     tool_calls: list[dict[str, Any]] | None = None  # complete calls, Ollama-shaped: {"id"?, "function": {...}}
+    # A call still being generated (only when the request sets ``tool_call_deltas``): first {"index", "id",
+    # "name"}, then {"index", "arguments": <the next piece of its JSON text>}; the whole call follows in tool_calls.
+    tool_call_delta: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -76,6 +82,12 @@ class Inference:
     tools: list[dict[str, Any]] | None = None
     context: list[int] | None = None
     want_context: bool = False
+    # tool_choice (the /v1 APIs; Ollama's own API has none): "auto" lets the model decide; "required" forces one
+    # call to one of ``tools`` (to one of ``tool_choice_names`` when given) by constrained decoding.
+    tool_choice: str = "auto"
+    tool_choice_names: list[str] | None = None
+    parallel_tool_calls: bool = True  # False: calls after the first are dropped
+    tool_call_deltas: bool = False  # stream calls' arguments as they are generated (Piece.tool_call_delta)
 
 
 def _ns(ms: float | int | None) -> int:
@@ -103,6 +115,7 @@ class Engine:
                 num_thread=runner_opts.num_thread, use_mmap=runner_opts.use_mmap)
         parallel = memory.choose_parallel(info, model.model_path.stat().st_size, runner_opts.num_ctx,
                                           config.num_parallel())
+        drafting = speculative.settings(opts, model.draft_info, embedding=embedding or info.is_reranker)
         spec = LaunchSpec(
             model=str(model.model_path),
             num_ctx=runner_opts.num_ctx,
@@ -112,14 +125,24 @@ class Engine:
             num_gpu=int(opts.get("num_gpu", -1)),
             use_mmap=runner_opts.use_mmap,
             embedding=embedding,
+            reranking=info.is_reranker,
             pooling="last" if for_embedding and not info.is_embedding else None,
             adapters=[str(p) for p in model.adapters],
             slot_save_path=None if embedding else self._kv_dir(model, runner_opts.num_ctx),
+            speculative=drafting.types,
+            draft=drafting.draft,
+            draft_max=drafting.draft_max,
         )
-        key = (model.model_digest, *sorted(str(p) for p in model.adapters))
+        key = self._runner_key(model)
         if spec.pooling:
             key = (*key, "embed")
         return key, spec
+
+    @staticmethod
+    def _runner_key(model: Model) -> tuple[str, ...]:
+        """Which loaded runner a model shares: same weights, adapters and draft model."""
+        key = (model.model_digest, *sorted(str(p) for p in model.adapters))
+        return (*key, "draft:" + model.draft_digest) if model.draft is not None else key
 
     @staticmethod
     def _kv_dir(model: Model, num_ctx: int) -> str | None:
@@ -135,6 +158,8 @@ class Engine:
     @staticmethod
     def _ps_info(model: Model, spec: LaunchSpec) -> dict[str, Any]:
         weights = model.model_path.stat().st_size + sum(p.stat().st_size for p in model.adapters)
+        if spec.draft and model.draft is not None:
+            weights += model.draft.stat().st_size
         return {"model": model, "bytes": memory.model_bytes(model.info, weights, spec.num_ctx, spec.parallel)}
 
     # -- load / unload ----------------------------------------------------------------------------------------
@@ -147,7 +172,7 @@ class Engine:
             return load_s
 
     async def unload(self, model: Model) -> bool:
-        key = (model.model_digest, *sorted(str(p) for p in model.adapters))
+        key = self._runner_key(model)
         return await self.scheduler.expire_now(key)
 
     # -- generation ---------------------------------------------------------------------------------------------
@@ -161,6 +186,13 @@ class Engine:
         sampling = options.engine_sampling(merged, spec.num_ctx)
         self._apply_format(sampling, req.format)
         tmpl = model.go_template() if req.template is None else prompts_template(req.template)
+        forced = _forcing(req)
+        if forced:
+            # One call by construction: the schema replaces any response format, and thinking is skipped, since
+            # the call must follow the prompt directly.
+            sampling["json_schema"] = call_schema(req.tools or [], req.tool_choice_names)
+            sampling.pop("stop", None)  # a stop string must not cut the call's JSON short
+            req.think = False
         if req.think is None and "thinking" in model.capabilities():
             req.think = True  # Ollama thinks by default when the model can
 
@@ -169,18 +201,30 @@ class Engine:
             client = entry.runner.client
             assert client is not None
             try:
-                if tmpl is None and req.messages is not None and not req.raw:
+                if tmpl is None and req.messages is not None and not req.raw and not forced:
                     stream = self._native_chat(client, req, sampling, merged)
+                elif tmpl is None and forced:
+                    text = await self._native_prompt(client, req)
+                    text += jinja_tool_call_prefix(model.info.chat_template or "")
+                    stream = self._completion(client, req, text, sampling, None)
                 else:
                     try:
                         text = await self._render(client, req, tmpl, spec.num_ctx)
                     except TemplateError as exc:
                         raise InferenceError(f"template error: {exc}") from exc
+                    if forced and tmpl is not None:
+                        text += tool_call_prefix(tmpl)
                     stream = self._completion(client, req, text, sampling, None if req.raw else tmpl)
+                first = True
                 async for item in stream:
                     if isinstance(item, Final):
                         item.load_duration = int(load_s * 1e9)
                         item.total_duration = int((time.perf_counter() - started) * 1e9)
+                        metrics.observe_generation(model.display_name, item.prompt_eval_count,
+                                                   item.prompt_cached_count, item.eval_count)
+                    elif first:
+                        first = False
+                        metrics.observe_first_token(model.display_name, time.perf_counter() - started)
                     yield item
             except EngineUnreachable as exc:
                 raise InferenceError(self._death_message(entry, exc)) from exc
@@ -235,6 +279,8 @@ class Engine:
     async def embed(self, model: Model, inputs: list[str], *, opts: dict[str, Any], keep_alive: float | None,
                     truncate: bool = True) -> Embeddings:
         """Raw (unnormalized) vectors for every input, evaluated in one batch by the engine."""
+        if model.info.is_reranker:  # its pooled output is one relevance score per input, not a vector
+            raise RequestError(f'"{model.display_name}" does not support embeddings')
         started = time.perf_counter()
         merged = options.merge(model.params, opts)
         key, spec = self.launch_for(model, merged, for_embedding=True)
@@ -254,6 +300,7 @@ class Engine:
         rows = sorted(data.get("data", []), key=lambda d: int(d.get("index", 0)))
         vectors = [[float(x) for x in row["embedding"]] for row in rows]
         count = int((data.get("usage") or {}).get("prompt_tokens", 0))
+        metrics.observe_prompt_tokens(model.display_name, count)
         return Embeddings(vectors=vectors, prompt_eval_count=count, load_duration=int(load_s * 1e9),
                           total_duration=int((time.perf_counter() - started) * 1e9))
 
@@ -337,22 +384,52 @@ class Engine:
         body = {"prompt": prompt, "cache_prompt": True, **sampling}
         final: dict[str, Any] | None = None
         pieces: list[str] = []
-        shaper = OutputShaper.for_request(tmpl, prompt, think=bool(_think_bool(req.think)), tools=req.tools)
+        # ``context`` = the prompt's tokens + the output's, as the engine sampled them: the prompt is tokenized while
+        # the output streams, so the last line leaves with the last token instead of after one more round trip.
+        context = req.want_context and not req.raw
+        out_tokens: list[int] = []
+        prompt_tokens: asyncio.Task[list[int]] | None = None
+        if context:
+            body["return_tokens"] = True
+        forced = ForcedCallReader(_forced_names(req)) if _forcing(req) else None
+        shaper = None if forced is not None else OutputShaper.for_request(
+            tmpl, prompt, think=bool(_think_bool(req.think)), tools=req.tools)
+        limit = _CallLimit(req)
+        call_id = ""
         async for event in client.stream("/completion", body):
             text = event.get("content", "")
+            if context:
+                out_tokens += event.get("tokens") or ()
+                if prompt_tokens is None:
+                    prompt_tokens = asyncio.create_task(client.tokenize(prompt, add_special=True))
+                    prompt_tokens.add_done_callback(_quiet)  # if the client leaves first, nobody awaits it
             if text:
                 if req.want_context:
                     pieces.append(text)
-                if shaper is None:
+                if forced is not None:
+                    name, fragment = forced.add(text)
+                    if name is not None:
+                        call_id = tool_call_id()
+                        if req.tool_call_deltas:
+                            yield Piece(tool_call_delta={"index": 0, "id": call_id, "name": name})
+                    if fragment and req.tool_call_deltas:
+                        yield Piece(tool_call_delta={"index": 0, "arguments": fragment})
+                elif shaper is None:
                     yield Piece(content=text)
                 else:
-                    piece = _piece(*shaper.add(text))
+                    piece = limit.apply(_piece(*shaper.add(text)))
                     if piece is not None:
                         yield piece
             if event.get("stop"):
                 final = event
+        if forced is not None:
+            call = forced.finish()
+            if call is not None:
+                yield Piece(tool_calls=[{"id": call_id or tool_call_id(), **call}])
+            elif forced.text and not (req.tool_call_deltas and forced.name is not None):
+                yield Piece(content=forced.text)  # cut short by the token limit before the call was under way
         if shaper is not None:
-            piece = _piece(*shaper.finish())
+            piece = limit.apply(_piece(*shaper.finish()))
             if piece is not None:
                 yield piece
         timings = (final or {}).get("timings", {})
@@ -366,9 +443,22 @@ class Engine:
             prompt_cached_count=int(timings.get("cache_n", 0)),
             stop_sequence=(final or {}).get("stopping_word") or None if stop_type == "word" else None,
         )
-        if req.want_context and not req.raw:
-            out.context = await client.tokenize(prompt + "".join(pieces), add_special=True)
+        if context:
+            out.context = await self._context(client, prompt, "".join(pieces), prompt_tokens, out_tokens, stop_type)
         yield out
+
+    @staticmethod
+    async def _context(client: EngineClient, prompt: str, output: str, prompt_tokens: asyncio.Task[list[int]] | None,
+                       out_tokens: list[int], stop_type: str) -> list[int]:
+        """Prompt tokens + sampled tokens; the end-of-generation token is not part of the text, so not of the
+        context. A stop string may end inside a token: then the text is tokenized again, as Ollama always does."""
+        if prompt_tokens is None or stop_type == "word":
+            if prompt_tokens is not None:
+                prompt_tokens.cancel()
+            return await client.tokenize(prompt + output, add_special=True)
+        if stop_type == "eos" and out_tokens:
+            out_tokens = out_tokens[:-1]
+        return await prompt_tokens + out_tokens
 
     # -- the native path: the engine applies the GGUF's Jinja template -----------------------------------------------
 
@@ -383,6 +473,8 @@ class Engine:
                 "type": "json_object"}
         if req.tools:
             body["tools"] = req.tools
+            if not req.parallel_tool_calls:
+                body["parallel_tool_calls"] = False
         think = _think_bool(req.think)
         if think is not None:
             body["chat_template_kwargs"] = {"enable_thinking": think}
@@ -397,11 +489,23 @@ class Engine:
                 if content or thinking:
                     yield Piece(content=content, thinking=thinking)
                 for frag in delta.get("tool_calls") or ():
-                    call = calls.setdefault(int(frag.get("index", len(calls))), {"id": "", "name": "", "args": ""})
+                    index = int(frag.get("index", len(calls)))
+                    if calls and not req.parallel_tool_calls and index != min(calls):
+                        continue
+                    call = calls.setdefault(index, {"id": "", "name": "", "args": "", "started": False})
                     fn = frag.get("function") or {}
                     call["id"] = frag.get("id") or call["id"]
                     call["name"] += fn.get("name") or ""
                     call["args"] += fn.get("arguments") or ""
+                    if req.tool_call_deltas and call["name"]:
+                        if not call["started"]:
+                            call["started"] = True
+                            call["id"] = call["id"] or tool_call_id()
+                            yield Piece(tool_call_delta={"index": index, "id": call["id"], "name": call["name"]})
+                            if call["args"]:
+                                yield Piece(tool_call_delta={"index": index, "arguments": call["args"]})
+                        elif fn.get("arguments"):
+                            yield Piece(tool_call_delta={"index": index, "arguments": fn["arguments"]})
                 if choice.get("finish_reason"):
                     finish = choice["finish_reason"]
             if event.get("timings"):
@@ -416,6 +520,53 @@ class Engine:
             eval_duration=_ns(timings.get("predicted_ms")),
             prompt_cached_count=int(timings.get("cache_n", 0)),
         )
+
+    async def _native_prompt(self, client: EngineClient, req: Inference) -> str:
+        """The prompt the engine's Jinja template makes of the chat (a forced tool call completes it directly)."""
+        body: dict[str, Any] = {"messages": [_oai_message(m) for m in self._with_model_messages(req)]}
+        if req.tools:
+            body["tools"] = req.tools
+        think = _think_bool(req.think)
+        if think is not None:
+            body["chat_template_kwargs"] = {"enable_thinking": think}
+        data = await client.post("/apply-template", body)
+        return str(data.get("prompt", ""))
+
+
+def _forcing(req: Inference) -> bool:
+    """Whether the request's tool_choice forces a call (chat requests with tools only)."""
+    return req.tool_choice == "required" and bool(req.tools) and req.messages is not None and not req.raw
+
+
+def _forced_names(req: Inference) -> list[str]:
+    names = [n for n in (tool_name(t) for t in req.tools or ()) if n is not None]
+    if req.tool_choice_names is not None:
+        names = [n for n in names if n in req.tool_choice_names]
+    return names
+
+
+class _CallLimit:
+    """``parallel_tool_calls: false`` on the rendered path: the first call passes, later ones are dropped."""
+
+    def __init__(self, req: Inference) -> None:
+        self.one = not req.parallel_tool_calls
+        self.seen = 0
+
+    def apply(self, piece: Piece | None) -> Piece | None:
+        if piece is None or not self.one or not piece.tool_calls:
+            return piece
+        keep = piece.tool_calls[:max(0, 1 - self.seen)]
+        self.seen += len(piece.tool_calls)
+        if keep:
+            piece.tool_calls = keep
+            return piece
+        piece.tool_calls = None
+        return piece if piece.content or piece.thinking else None
+
+
+def _quiet(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def prompts_template(source: str) -> Template:

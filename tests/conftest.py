@@ -70,7 +70,10 @@ def start_server(tmp: Path, extra_env: dict[str, str] | None = None, models: Pat
         "CORRAL_HOST": f"127.0.0.1:{port}",
         "CORRAL_MODELS": str(models),
         "CORRAL_HOME": str(home),
-        "CORRAL_NUM_THREADS": "2",
+        # One engine thread: the tests' clients, the server and the engine share two cores, and llama.cpp's
+        # threads spin at a barrier per layer, so with two of them every client wake-up stalls both (measured:
+        # first tokens 12 s late under load with 2 threads, under 0.25 s with 1). Benchmarks use 2.
+        "CORRAL_NUM_THREADS": "1",
     })
     env.update(extra_env or {})
     log = tmp / f"server-{port}.log"

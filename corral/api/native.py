@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from corral import __version__, options
@@ -93,7 +94,11 @@ _tags_cache: dict[str, tuple[tuple[tuple[str, int, int], ...], bytes]] = {}
 async def tags(request: Request) -> Response:
     """Served from a cache keyed by the manifests' paths, mtimes and sizes, as Ollama keeps one: a listing costs a
     directory walk, not a read of every manifest and GGUF header, so it stays fast under many clients."""
-    store = store_of(request)
+    return Response(tags_body(store_of(request)), media_type="application/json")
+
+
+def tags_body(store: Store) -> bytes:
+    """The ``/api/tags`` JSON, rebuilt only when a manifest changed (also served by ``corral.api.hotpath``)."""
     key = store.listing_key()
     cached = _tags_cache.get(str(store.root))
     if cached is None or cached[0] != key:
@@ -101,7 +106,7 @@ async def tags(request: Request) -> Response:
         body = s.ListResponse(models=[e for e in entries if e is not None]).model_dump_json(exclude_none=True)
         cached = (key, body.encode())
         _tags_cache[str(store.root)] = cached
-    return Response(cached[1], media_type="application/json")
+    return cached[1]
 
 
 def _format_param(key: str, value: Any) -> list[str]:
@@ -122,6 +127,8 @@ def _modelfile(model: Model, store: Store) -> str:
 
     commands = [Command("model", str(model.model_path))]
     commands += [Command("adapter", str(path)) for path in model.adapters]
+    if model.draft is not None:
+        commands.append(Command("draft", str(model.draft)))
     commands += [Command("model", str(path)) for path in model.projectors]
     if model.template is not None:
         commands.append(Command("template", model.template))
@@ -141,9 +148,26 @@ def _modelfile(model: Model, store: Store) -> str:
 
 
 @router.post("/api/show", response_model=s.ShowResponse, response_model_exclude_none=True)
-def show(request: Request, body: s.ShowRequest) -> s.ShowResponse:
+async def show(request: Request, body: s.ShowRequest) -> Response:
+    """Cached by name, ``verbose`` and the store's listing key (any manifest change invalidates it; blobs never
+    change): UIs call show for every model in a list, over and over, and a miss re-reads the GGUF header."""
     store = store_of(request)
     name = body.model or body.name
+    key = (str(store.root), name, body.verbose, store.listing_key())
+    cached = _show_cache.get(key)
+    if cached is None:
+        shown = await run_in_threadpool(_show, store, name, body.verbose)
+        cached = shown.model_dump_json(exclude_none=True).encode()
+        if len(_show_cache) >= 256:
+            _show_cache.clear()
+        _show_cache[key] = cached
+    return Response(cached, media_type="application/json")
+
+
+_show_cache: dict[tuple[str, str, bool, Any], bytes] = {}
+
+
+def _show(store: Store, name: str, verbose: bool) -> s.ShowResponse:
     model = resolve_model(store, name)
     info = model.info
     params = [line for k, v in model.params.items() for line in _format_param(k, v)]
@@ -155,8 +179,8 @@ def show(request: Request, body: s.ShowRequest) -> s.ShowResponse:
         system=model.system or None,
         details=details_for(model),
         messages=[{"role": m.get("role"), "content": m.get("content", "")} for m in model.messages] or None,
-        model_info=info.model_info(verbose=body.verbose),
-        tensors=info.tensors() if body.verbose else None,
+        model_info=info.model_info(verbose=verbose),
+        tensors=info.tensors() if verbose else None,
         capabilities=model.capabilities(),
         modified_at=_rfc3339(model.record.modified_at),
     )

@@ -50,7 +50,9 @@ def build_params(spec: dict[str, Any]) -> Any:
 
     p = xllamacpp.CommonParams()
     p.model.path = spec["model"]
-    p.hostnames = ["127.0.0.1"]
+    # A Unix socket in a private directory when the server gave one: cheaper per token than loopback TCP, and no
+    # port for other local users to find.
+    p.hostnames = [spec.get("socket") or "127.0.0.1"]
     p.port = int(spec.get("port", 0))
     p.api_keys = [spec["api_key"]]
     slots = int(spec.get("parallel", 1))
@@ -79,6 +81,9 @@ def build_params(spec: dict[str, Any]) -> Any:
         p.embedding = True
         if spec.get("pooling") == "last":  # a decoder LLM asked for embeddings: its last token's state
             p.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_LAST
+    if spec.get("reranking"):  # llama-server's --reranking: embeddings on, pooling RANK, the /rerank endpoint
+        p.embedding = True
+        p.pooling_type = xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_RANK
     if spec.get("use_mmap") is False:
         p.load_mode = xllamacpp.llama_load_mode.LLAMA_LOAD_MODE_NONE
     if spec.get("chat_template"):
@@ -88,7 +93,27 @@ def build_params(spec: dict[str, Any]) -> Any:
         adapter.path = path
         adapter.scale = 1.0
         p.lora_adapters = [*p.lora_adapters, adapter]
+    _speculative(p, spec, threads)
     return p
+
+
+def _speculative(p: Any, spec: dict[str, Any], threads: int) -> None:
+    """llama-server's ``--spec-type`` (the engine's method names) and ``-md``/``--spec-draft-*`` for a draft model."""
+    import xllamacpp
+
+    names = spec.get("speculative") or []
+    if not names:
+        return
+    kinds = xllamacpp.common_speculative_type
+    p.speculative.types = [getattr(kinds, "COMMON_SPECULATIVE_TYPE_" + n.upper().replace("-", "_")) for n in names]
+    if spec.get("draft"):
+        draft = p.speculative.draft
+        draft.mparams.path = spec["draft"]
+        draft.n_max = int(spec.get("draft_max") or 4)
+        draft.cpuparams.n_threads = threads
+        draft.cpuparams_batch.n_threads = threads
+        if int(spec.get("num_gpu", -1)) >= 0:
+            draft.n_gpu_layers = int(spec["num_gpu"])
 
 
 def main() -> int:

@@ -13,7 +13,9 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,9 +42,14 @@ class LaunchSpec:
     use_mmap: bool | None = None
     num_keep: int = 4
     embedding: bool = False
+    reranking: bool = False  # a cross-encoder scoring (query, document) pairs: pooling RANK, the /rerank endpoint
     pooling: str | None = None  # "last" to embed with a decoder LLM; None: the GGUF's own pooling
     adapters: list[str] = field(default_factory=list)
     slot_save_path: str | None = None
+    # Speculative decoding (corral.speculative): engine method names (--spec-type), a draft model and its length.
+    speculative: list[str] = field(default_factory=list)
+    draft: str | None = None
+    draft_max: int = 0
 
     def to_json(self, api_key: str) -> dict[str, Any]:
         return {**self.__dict__, "api_key": api_key}
@@ -61,12 +68,21 @@ class LaunchSpec:
             args.append("--no-mmap")
         if self.embedding:
             args.append("--embedding")
+        if self.reranking:
+            args.append("--reranking")
         if self.pooling:
             args += ["--pooling", self.pooling]
         for adapter in self.adapters:
             args += ["--lora", adapter]
         if self.slot_save_path:
             args += ["--slot-save-path", self.slot_save_path]
+        if self.speculative:
+            args += ["--spec-type", ",".join(self.speculative)]
+        if self.draft:
+            args += ["-md", self.draft, "--spec-draft-n-max", str(self.draft_max),
+                     "--spec-draft-threads", str(self.num_thread or (os.cpu_count() or 1))]
+            if self.num_gpu >= 0:
+                args += ["--spec-draft-ngl", str(self.num_gpu)]
         return args
 
 
@@ -81,6 +97,7 @@ class RunnerProcess:
         self._stderr_task: asyncio.Task[None] | None = None
         self.client: EngineClient | None = None
         self.url = ""
+        self._socket_dir: str | None = None
 
     @property
     def pid(self) -> int | None:
@@ -132,7 +149,9 @@ class RunnerProcess:
         if external:
             return
         assert self._proc.stdin is not None and self._proc.stdout is not None
-        self._proc.stdin.write((json.dumps(self.spec.to_json(self._api_key)) + "\n").encode())
+        self._socket_dir = tempfile.mkdtemp(prefix="corral-runner-")  # mode 0700: only this user can connect
+        launch = {**self.spec.to_json(self._api_key), "socket": os.path.join(self._socket_dir, "engine.sock")}
+        self._proc.stdin.write((json.dumps(launch) + "\n").encode())
         await self._proc.stdin.drain()
         self._proc.stdin.close()
         while True:
@@ -202,6 +221,9 @@ class RunnerProcess:
             self._stderr_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._stderr_task
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+            self._socket_dir = None
 
 
 def _free_port() -> int:
