@@ -7,8 +7,7 @@ drives ``/v1/messages`` with a scripted engine for what the bundled model cannot
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
-from types import SimpleNamespace
+from collections.abc import Iterator
 from typing import Any
 
 import anthropic
@@ -17,8 +16,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from corral.api import anthropic as ant
-from corral.generation import Final, Inference, InferenceError, Piece
+from corral.generation import Final, InferenceError, Piece
 from tests.conftest import MODEL, ServerProcess
+from tests.scripted import CALL, FAKE_MODEL, ScriptedEngine
 
 GREEDY: dict[str, Any] = {"extra_body": {"temperature": 0}}
 ASK = [{"role": "user", "content": "Why is the sky blue?"}]
@@ -179,24 +179,6 @@ def test_openapi_documents_messages(server: ServerProcess) -> None:
 # -- a scripted engine: thinking, tool use, failures -------------------------------------------------------------------
 
 
-class ScriptedEngine:
-    """Stands in for ``Engine``: yields the given items (raising any exception among them) and records requests."""
-
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-        self.requests: list[Inference] = []
-
-    async def generate(self, req: Inference) -> AsyncIterator[Piece | Final]:
-        self.requests.append(req)
-        for item in self.items:
-            if isinstance(item, Exception):
-                raise item
-            yield item
-
-
-FAKE_MODEL = SimpleNamespace(display_name="fake:latest",
-                             capabilities=lambda: ["completion", "tools", "thinking", "vision"])
-CALL = {"id": "call_abc", "function": {"index": 0, "name": "weather", "arguments": {"city": "Paris"}}}
 TOOL = {"name": "weather", "description": "Weather now", "input_schema": {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}
 

@@ -8,8 +8,7 @@ model cannot do: tool calls, reasoning, and a failure in mid-stream.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
-from types import SimpleNamespace
+from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -18,8 +17,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from corral.api import openai as oai
-from corral.generation import Final, Inference, InferenceError, Piece
+from corral.generation import Final, InferenceError, Piece
 from tests.conftest import MODEL, ServerProcess
+from tests.scripted import CALL, FAKE_MODEL, ScriptedEngine
 
 GREEDY: dict[str, Any] = {"temperature": 0}
 ASK = [{"role": "user", "content": "Why is the sky blue?"}]
@@ -297,24 +297,6 @@ def test_openapi_documents_the_v1_routes(server: ServerProcess) -> None:
 # -- a scripted engine: tool calls, reasoning, failures --------------------------------------------------------------
 
 
-class ScriptedEngine:
-    """Stands in for ``Engine``: yields the given items (raising any exception among them) and records requests."""
-
-    def __init__(self, items: list[Any]) -> None:
-        self.items = items
-        self.requests: list[Inference] = []
-
-    async def generate(self, req: Inference) -> AsyncIterator[Piece | Final]:
-        self.requests.append(req)
-        for item in self.items:
-            if isinstance(item, Exception):
-                raise item
-            yield item
-
-
-FAKE_MODEL = SimpleNamespace(display_name="fake:latest",
-                             capabilities=lambda: ["completion", "tools", "thinking", "vision"])
-CALL = {"id": "call_abc", "function": {"index": 0, "name": "weather", "arguments": {"city": "Paris"}}}
 
 
 @pytest.fixture

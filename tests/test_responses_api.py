@@ -8,8 +8,7 @@ exact mapping of input items to native messages.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
-from types import SimpleNamespace
+from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -18,8 +17,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from corral.api import responses as resp
-from corral.generation import Final, Inference, InferenceError, Piece
+from corral.generation import Final, InferenceError, Piece
 from tests.conftest import MODEL, ServerProcess
+from tests.scripted import CALL, FAKE_MODEL, ScriptedEngine
 
 ASK = "Why is the sky blue?"
 PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
@@ -154,24 +154,6 @@ def test_openapi_documents_the_route(server: ServerProcess) -> None:
 # -- a scripted engine: tool calls, reasoning, mapping, failures ---------------------------------------------------
 
 
-class ScriptedEngine:
-    """Stands in for ``Engine``: yields the given items (raising any exception among them) and records requests."""
-
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-        self.requests: list[Inference] = []
-
-    async def generate(self, req: Inference) -> AsyncIterator[Piece | Final]:
-        self.requests.append(req)
-        for item in self.items:
-            if isinstance(item, Exception):
-                raise item
-            yield item
-
-
-FAKE_MODEL = SimpleNamespace(display_name="fake:latest",
-                             capabilities=lambda: ["completion", "tools", "thinking", "vision"])
-CALL = {"id": "call_abc", "function": {"index": 0, "name": "weather", "arguments": {"city": "Paris"}}}
 
 
 @pytest.fixture

@@ -39,10 +39,12 @@ FIXTURES = Path(__file__).parent / "fixtures" / "ollama_templates"
 WEATHER_PARAMS: dict[str, Any] = {
     "type": "object", "required": ["city", "unit"],
     # Bounded strings: a 135M model may otherwise ramble inside one until the token limit.
-    "properties": {"city": {"type": "string", "maxLength": 20}, "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}}
+    "properties": {"city": {"type": "string", "maxLength": 20},
+                   "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}}
 TIME_PARAMS: dict[str, Any] = {
     "type": "object", "required": ["zone", "hours"],
-    "properties": {"zone": {"type": "string", "maxLength": 20}, "hours": {"type": "integer", "minimum": 0, "maximum": 23}}}
+    "properties": {"zone": {"type": "string", "maxLength": 20},
+                   "hours": {"type": "integer", "minimum": 0, "maximum": 23}}}
 SCHEMAS = {"get_weather": WEATHER_PARAMS, "get_time": TIME_PARAMS}
 WEATHER: Any = {"type": "function", "function": {"name": "get_weather", "description": "Current weather in a city",
                                             "parameters": WEATHER_PARAMS}}

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from corral.parsers.thinking import overlap
@@ -50,21 +50,28 @@ def _is_tool_calls_if(n: IfNode) -> bool:
     return any(isinstance(a, FieldNode) and "ToolCalls" in a.ident for c in n.pipe.cmds for a in c.args)
 
 
-def _find_tool_calls_if(nodes: Sequence[Node]) -> IfNode | None:
-    """The first ``{{ if … .ToolCalls … }}``, searching branch bodies in order as Ollama's ``findToolCallNode``."""
+def _find_first(nodes: Sequence[Node], match: Callable[[Node], bool]) -> Node | None:
+    """The first node ``match`` accepts, searching branch bodies (then else branches) in order, as Ollama's
+    ``findToolCallNode`` walks the tree."""
     for n in nodes:
-        found: IfNode | None = None
-        if isinstance(n, IfNode) and _is_tool_calls_if(n):
+        if match(n):
             return n
+        found: Node | None = None
         if isinstance(n, (IfNode, RangeNode, WithNode)):
-            found = _find_tool_calls_if(n.list.nodes)
+            found = _find_first(n.list.nodes, match)
             if found is None and n.else_list is not None:
-                found = _find_tool_calls_if(n.else_list.nodes)
+                found = _find_first(n.else_list.nodes, match)
         elif isinstance(n, ListNode):
-            found = _find_tool_calls_if(n.nodes)
+            found = _find_first(n.nodes, match)
         if found is not None:
             return found
     return None
+
+
+def _find_tool_calls_if(nodes: Sequence[Node]) -> IfNode | None:
+    """The first ``{{ if … .ToolCalls … }}``."""
+    found = _find_first(nodes, lambda n: isinstance(n, IfNode) and _is_tool_calls_if(n))
+    return found if isinstance(found, IfNode) else None
 
 
 def _literal(n: ActionNode) -> str | None:
@@ -132,21 +139,9 @@ def tool_call_prefix(tmpl: Template) -> str:
 def _find_tool_calls_range(nodes: Sequence[Node]) -> RangeNode | None:
     """The first ``{{ range … ToolCalls }}`` (``.ToolCalls`` or ``$m.ToolCalls``): where templates without an
     ``if .ToolCalls`` (Corral's builtin qwen) print each call."""
-    for n in nodes:
-        if isinstance(n, RangeNode) and any(
-                isinstance(a, (FieldNode, VariableNode)) and "ToolCalls" in a.ident
-                for c in n.pipe.cmds for a in c.args):
-            return n
-        found: RangeNode | None = None
-        if isinstance(n, (IfNode, RangeNode, WithNode)):
-            found = _find_tool_calls_range(n.list.nodes)
-            if found is None and n.else_list is not None:
-                found = _find_tool_calls_range(n.else_list.nodes)
-        elif isinstance(n, ListNode):
-            found = _find_tool_calls_range(n.nodes)
-        if found is not None:
-            return found
-    return None
+    found = _find_first(nodes, lambda n: isinstance(n, RangeNode) and any(
+        isinstance(a, (FieldNode, VariableNode)) and "ToolCalls" in a.ident for c in n.pipe.cmds for a in c.args))
+    return found if isinstance(found, RangeNode) else None
 
 
 def jinja_tool_call_prefix(chat_template: str) -> str:
