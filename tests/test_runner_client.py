@@ -92,3 +92,26 @@ def test_a_closed_engine_is_unreachable(tmp_path: pathlib.Path) -> None:
         assert not run(client.healthy())
         with pytest.raises(EngineUnreachable):
             run(client.tokenize("x"))
+
+
+def test_runner_socket_is_private_and_removed_at_stop() -> None:
+    """A runner's socket lies in a directory only this user can enter, and the directory goes with the runner."""
+    import os
+    import stat
+
+    from corral.runner.process import LaunchSpec, RunnerProcess
+
+    async def lifecycle() -> tuple[str, int, bool, bool]:
+        runner = RunnerProcess(LaunchSpec(model=str(_model()), num_ctx=512, parallel=1, num_thread=1))
+        await runner.start(timeout=120)
+        try:
+            path = runner.url.removeprefix("unix://")
+            mode = stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode)
+            assert runner.client is not None
+            healthy = await runner.client.healthy()
+        finally:
+            await runner.stop()
+        return runner.url, mode, healthy, os.path.exists(os.path.dirname(path))
+
+    url, mode, healthy, still_there = run(lifecycle())
+    assert url.startswith("unix://") and mode == 0o700 and healthy and not still_there
