@@ -47,12 +47,14 @@ def _rfc3339(dt: datetime) -> str:
 # -- liveness and version ----------------------------------------------------------------------------------------
 
 
-@router.api_route("/", methods=["GET", "HEAD"], response_class=PlainTextResponse)
+@router.get("/", response_class=PlainTextResponse)
+@router.head("/", response_class=PlainTextResponse, include_in_schema=False)
 async def root() -> str:
     return "Ollama is running"
 
 
-@router.api_route("/api/version", methods=["GET", "HEAD"], response_model=s.VersionResponse)
+@router.get("/api/version", response_model=s.VersionResponse)
+@router.head("/api/version", response_model=s.VersionResponse, include_in_schema=False)
 async def version() -> dict[str, str]:
     return {"version": OLLAMA_COMPAT_VERSION, "corral_version": __version__}
 
@@ -90,7 +92,8 @@ def _list_entry(store: Store, record: ManifestRecord) -> s.ListModel | None:
 _tags_cache: dict[str, tuple[tuple[tuple[str, int, int], ...], bytes]] = {}
 
 
-@router.api_route("/api/tags", methods=["GET", "HEAD"], response_model=s.ListResponse, response_model_exclude_none=True)
+@router.get("/api/tags", response_model=s.ListResponse, response_model_exclude_none=True)
+@router.head("/api/tags", response_model=s.ListResponse, response_model_exclude_none=True, include_in_schema=False)
 async def tags(request: Request) -> Response:
     """Served from a cache keyed by the manifests' paths, mtimes and sizes, as Ollama keeps one: a listing costs a
     directory walk, not a read of every manifest and GGUF header, so it stays fast under many clients."""
