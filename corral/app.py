@@ -11,7 +11,20 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from corral import __version__, bundled, config, metrics
-from corral.api import anthropic, auth, create, errors, hotpath, native, openai, reqlog, responses, security, transfer
+from corral.api import (
+    anthropic,
+    auth,
+    create,
+    errors,
+    fastlane,
+    hotpath,
+    native,
+    openai,
+    reqlog,
+    responses,
+    security,
+    transfer,
+)
 from corral.api import rerank as rerank_api
 from corral.api.middleware import AssumeJSONBody
 from corral.generation import Engine
@@ -54,9 +67,13 @@ def create_app(models_dir: Path | None = None, bind: config.HostPort | None = No
     app = FastAPI(title="Corral", version=__version__, lifespan=lifespan,
                   description="Ollama-compatible local LLM runtime")
     app.state.store = store
+    registry = metrics.configure(config.env_bool("METRICS"))
+    # The protocol-level lane for polled GETs (``corral serve`` installs it): only where no middleware would add
+    # anything to those answers.
+    app.state.fast_lane = (None if registry.enabled or config.api_key() is not None or config.env_bool("NOFASTLANE")
+                           else fastlane.FastLane(store, check_host=bind.is_loopback))
     # Starlette runs the last-added middleware first: request log, Host check, Origin check, CORS, API key, then
     # body rules.
-    registry = metrics.configure(config.env_bool("METRICS"))
     app.add_middleware(hotpath.HotPath, store=store)  # innermost of all: polled read-only routes skip FastAPI
     if registry.enabled:  # innermost: it sees the route matched and the status the error handlers chose
         app.add_middleware(metrics.MetricsMiddleware, registry=registry)

@@ -14,6 +14,7 @@ def serve(bind: HostPort | None = None) -> None:
     """Bind to CORRAL_HOST/OLLAMA_HOST (default 127.0.0.1:11434) and serve; runners stop when this returns."""
     import uvicorn
 
+    from corral.api import fastlane
     from corral.api.streaming import begin_shutdown
     from corral.app import create_app
 
@@ -42,8 +43,11 @@ def serve(bind: HostPort | None = None) -> None:
         logging.getLogger("corral.server").warning(
             "listening beyond loopback without CORRAL_API_KEY: every host that can reach %s:%d can use this server",
             bind.host, bind.port)
+    app = create_app(bind=bind)
+    lane = app.state.fast_lane
     Server(uvicorn.Config(
-        create_app(bind=bind),
+        app,
+        http=fastlane.protocol_class(lane) if lane is not None else "auto",
         host=bind.host,
         port=bind.port,
         log_level="warning",

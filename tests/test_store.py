@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from corral.store.manifest import (
     MEDIA_CONFIG,
@@ -648,3 +650,59 @@ def test_concurrent_writes_and_deletes(store: Store) -> None:
     for record in store.list_models():
         assert all(store.blob_size(layer.digest) == layer.size for layer in record.manifest.blobs())
     assert tmp_files(store) == []
+
+
+# -- the cached listing key ---------------------------------------------------------------------------------------
+
+_PLACES = st.tuples(st.sampled_from(["h1", "h2"]), st.sampled_from(["n1", "n2"]), st.sampled_from(["m1", "m2"]),
+                    st.sampled_from(["t1", "t2"]))
+_STEPS = st.lists(st.one_of(
+    st.tuples(st.just("write"), _PLACES, st.binary(min_size=1, max_size=3)),
+    st.tuples(st.just("remove"), _PLACES, st.just(b"")),
+    st.tuples(st.just("mkdir"), _PLACES, st.just(b"")),
+    st.tuples(st.just("settle"), _PLACES, st.just(b"")),
+), max_size=12)
+
+
+def _settle(root: Path, age_s: int) -> None:
+    """Backdate every mtime, as if the last change were long ago, so that the stamps are trusted."""
+    when = time.time() - age_s
+    for path in [root, *root.rglob("*")]:
+        os.utime(path, (when, when))
+
+
+@given(steps=_STEPS)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_cached_listing_key_always_equals_a_fresh_walk(tmp_path: Path, steps: list[tuple[str, tuple[str, ...], bytes]]
+                                                       ) -> None:
+    """Another process's changes (another Store on the same root) are seen at once, settled stamps or not."""
+    root = tmp_path / f"s{time.monotonic_ns()}"
+    watcher = Store(root)
+    (root / "manifests").mkdir(parents=True)
+    for age, (op, place, data) in enumerate(steps):
+        path = root / "manifests" / Path(*place)
+        if op == "write":
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if path.is_dir():
+                continue
+            path.write_bytes(data)  # in place, as Ollama rewrites a manifest
+        elif op == "remove" and path.is_file():
+            path.unlink()
+        elif op == "mkdir":
+            path.parent.mkdir(parents=True, exist_ok=True)
+        elif op == "settle":
+            _settle(root, 100 + 10 * age)  # a different past each time: a same-size rewrite still differs
+        assert watcher.listing_key() == Store(root).listing_key(), steps
+
+
+def test_listing_key_walks_once_things_settle(tmp_path: Path) -> None:
+    store = Store(tmp_path / "models")
+    digest, size = store.write_blob([b"weights"])
+    store.write_manifest("a:1", Manifest(config=Layer(media_type=MEDIA_CONFIG, digest=digest, size=size)))
+    first = store.listing_key()
+    assert store._listing is None  # just written: not trusted yet
+    _settle(store.root, 60)
+    settled = store.listing_key()
+    assert store._listing is not None and store.listing_key() is settled
+    Store(store.root).copy("a:1", "b:1")  # another process
+    assert store.listing_key() != settled and len(store.listing_key()) == len(first) + 1

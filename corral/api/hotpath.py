@@ -30,15 +30,20 @@ class _Route:
     path: str
 
 
+def polled_bodies(store: Store) -> dict[str, Callable[[], bytes]]:
+    """Path -> builder of its JSON body: the requests both short ways answer (this module and ``fastlane``)."""
+    version = json.dumps({"version": native.OLLAMA_COMPAT_VERSION, "corral_version": __version__},
+                         separators=(",", ":")).encode()
+    return {
+        "/api/tags": lambda: native.tags_body(store),
+        "/api/version": lambda: version,
+    }
+
+
 class HotPath:
     def __init__(self, app: ASGIApp, *, store: Store) -> None:
         self.app = app
-        version = json.dumps({"version": native.OLLAMA_COMPAT_VERSION, "corral_version": __version__},
-                             separators=(",", ":")).encode()
-        self.bodies: dict[str, Callable[[], bytes]] = {
-            "/api/tags": lambda: native.tags_body(store),
-            "/api/version": lambda: version,
-        }
+        self.bodies = polled_bodies(store)
         self.routes = {path: _Route(path) for path in self.bodies}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

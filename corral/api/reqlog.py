@@ -38,6 +38,12 @@ def log_unhandled(logger: logging.Logger, exc: BaseException, where: str) -> Non
     logger.error("unhandled error in %s: %s%s (set CORRAL_DEBUG=1 for details)", where, type(exc).__name__, at)
 
 
+def log_request(method: str, path: str, status: int, seconds: float, client: str | None) -> None:
+    """The one line per request, shared by the middleware and the protocol-level fast lane."""
+    log.info("request method=%s path=%s status=%s duration=%.3fs client=%s", method, quoted(path),
+             status or "-", seconds, client or "-")
+
+
 class RequestLog:
     """Logs each HTTP request when its response ends (or the client goes away)."""
 
@@ -79,5 +85,4 @@ class RequestLog:
             await self.app(scope, logged_receive if debug else receive, logged_send)
         finally:
             client = scope.get("client")
-            log.info("request method=%s path=%s status=%s duration=%.3fs client=%s", method, quoted(path),
-                     status or "-", time.perf_counter() - started, client[0] if client else "-")
+            log_request(method, path, status, time.perf_counter() - started, client[0] if client else None)

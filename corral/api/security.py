@@ -77,19 +77,29 @@ def host_allowed(host_header: str, own_hostname: str, own_addrs: set[str]) -> bo
     return ip.is_loopback or ip.is_unspecified or any(ip in net for net in PRIVATE_NETS) or host in own_addrs
 
 
+class HostRule:
+    """Which ``Host`` headers name this machine; shared by the middleware and the protocol-level fast lane."""
+
+    def __init__(self) -> None:
+        self.hostname = socket.gethostname()
+        self.addrs = _own_addresses()
+
+    def allows(self, host_header: str) -> bool:
+        return host_allowed(host_header, self.hostname, self.addrs)
+
+
 class HostCheck:
     """403 for a request whose Host header does not name this machine, while bound to a loopback address."""
 
     def __init__(self, app: ASGIApp, *, enabled: bool) -> None:
         self.app = app
         self.enabled = enabled
-        self.hostname = socket.gethostname()
-        self.addrs = _own_addresses()
+        self.rule = HostRule()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.enabled and scope["type"] == "http":
             host = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"host"), "")
-            if not host_allowed(host, self.hostname, self.addrs):
+            if not self.rule.allows(host):
                 await send({"type": "http.response.start", "status": 403, "headers": []})
                 await send({"type": "http.response.body", "body": b""})
                 return

@@ -130,6 +130,18 @@ def _referenced_in(raw: bytes) -> set[str]:
         return {"sha256:" + m.lower() for m in _DIGEST_ANYWHERE_RE.findall(text)}
 
 
+_Stamp = tuple[int, int, int] | None  # mtime_ns, size, inode; None when missing
+_RACY_NS = 2_000_000_000  # coarser than any filesystem's mtime granularity Corral is likely to meet
+
+
+def _stamp(path: str) -> _Stamp:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
 class Store:
     """An Ollama-compatible model store rooted at ``root`` (``$OLLAMA_MODELS``); safe to share between threads."""
 
@@ -138,6 +150,7 @@ class Store:
         self.blobs_dir = self.root / "blobs"
         self.manifests_dir = self.root / "manifests"
         self._lock = threading.RLock()
+        self._listing: tuple[list[tuple[str, _Stamp]], tuple[tuple[str, int, int], ...]] | None = None
 
     # ----------------------------------------------------------------------------------------------- blobs
 
@@ -446,44 +459,60 @@ class Store:
         """Write a manifest the way Ollama's create does (``json.Encoder`` bytes), after checking its blobs."""
         return self.write_manifest_bytes(name, manifest.to_json_bytes())
 
-    def _manifest_files(self) -> Iterator[tuple[Path, list[str]]]:
-        """Every file exactly four levels under ``manifests/`` (Ollama globs ``*/*/*/*``), with its parts."""
-        try:
-            hosts = sorted(os.listdir(self.manifests_dir))
-        except OSError:
-            return
-        for host in hosts:
-            for namespace in self._subdirs(self.manifests_dir / host):
-                for model in self._subdirs(self.manifests_dir / host / namespace):
-                    directory = self.manifests_dir / host / namespace / model
-                    try:
-                        tags = sorted(os.listdir(directory))
-                    except OSError:
-                        continue
-                    for tag in tags:
-                        path = directory / tag
-                        if path.is_file():
-                            yield path, [host, namespace, model, tag]
+    def _manifest_entries(self, dirs: list[tuple[str, _Stamp]] | None = None,
+                          ) -> Iterator[tuple[os.DirEntry[str], list[str]]]:
+        """Every file exactly four levels under ``manifests/`` (Ollama globs ``*/*/*/*``), with its parts, sorted.
 
-    @staticmethod
-    def _subdirs(path: Path) -> list[str]:
-        if not path.is_dir():
-            return []
-        try:
-            return sorted(e for e in os.listdir(path) if (path / e).is_dir())
-        except OSError:
-            return []
+        ``os.scandir`` rather than pathlib: directory entries carry their type, so a walk costs one system call per
+        directory and no Path objects. ``dirs`` collects each directory scanned with its stamp, taken before the
+        scan so that a change during the walk shows up as a newer stamp next time."""
+        def entries(directory: str, want_dir: bool) -> list[os.DirEntry[str]]:
+            if dirs is not None:
+                dirs.append((directory, _stamp(directory)))
+            try:
+                with os.scandir(directory) as it:
+                    found = [e for e in it if (e.is_dir() if want_dir else e.is_file())]
+            except OSError:
+                return []
+            return sorted(found, key=lambda e: e.name)
+
+        for host in entries(str(self.manifests_dir), True):
+            for namespace in entries(host.path, True):
+                for model in entries(namespace.path, True):
+                    for tag in entries(model.path, False):
+                        yield tag, [host.name, namespace.name, model.name, tag.name]
+
+    def _manifest_files(self) -> Iterator[tuple[Path, list[str]]]:
+        for entry, parts in self._manifest_entries():
+            yield Path(entry.path), parts
 
     def listing_key(self) -> tuple[tuple[str, int, int], ...]:
-        """Changes whenever a manifest is added, removed or rewritten (by this process or another): for caches."""
+        """Changes whenever a manifest is added, removed or rewritten (by this process or another): for caches.
+
+        ``/api/tags`` asks on every poll, so the last walk is kept with a stamp of every directory and file it saw,
+        and reused while all stamps hold: adding, removing or renaming an entry changes its directory's mtime, a
+        rewrite changes the file's stamp. Stamps taken within ``_RACY_NS`` of a change are not trusted (a second
+        change in the same clock tick would leave the mtime as it was), so until things settle every call walks.
+        """
+        cached = self._listing
+        if cached is not None and all(_stamp(path) == stamp for path, stamp in cached[0]):
+            return cached[1]
+        started = time.time_ns()
+        stamps: list[tuple[str, _Stamp]] = []
         key = []
-        for path, _parts in self._manifest_files():
+        files: list[tuple[str, _Stamp]] = []
+        for entry, _parts in self._manifest_entries(stamps):
             try:
-                st = path.stat()
+                st = entry.stat()
             except OSError:
                 continue
-            key.append((str(path), st.st_mtime_ns, st.st_size))
-        return tuple(sorted(key))
+            files.append((entry.path, (st.st_mtime_ns, st.st_size, st.st_ino)))
+            key.append((entry.path, st.st_mtime_ns, st.st_size))
+        stamps += files
+        result = tuple(key)
+        settled = all(stamp is None or stamp[0] < started - _RACY_NS for _path, stamp in stamps)
+        self._listing = (stamps, result) if settled else None
+        return result
 
     def list_models(self) -> list[ManifestRecord]:
         """All readable manifests, newest first; a malformed one is skipped with a warning, never an error."""

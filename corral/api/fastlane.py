@@ -1,0 +1,105 @@
+"""``GET /api/tags`` and ``/api/version`` answered inside the HTTP protocol, before any ASGI machinery runs.
+
+UIs poll these from every open tab, and on a two-core machine they share the CPU with a generation. Even through
+the short ASGI way (``hotpath``) each one pays for uvicorn's scope dict, a task, an event and eight middleware
+frames; answered here, as the parser reports the end of the headers, a request costs a header scan and one socket
+write of cached bytes (docs/benchmarks.md has the numbers).
+
+Only requests whose answer cannot differ from the ASGI app's are taken: GET or HEAD of exactly those paths (no
+query), HTTP/1.1 keep-alive without a body, no ``Origin`` (CORS would add headers), a ``Host`` that the loopback
+rule allows, on a connection with nothing else in flight, queued or waiting to be written. A server with an API
+key, metrics or an access log does not use this lane at all. Everything else, a refused Host included, goes to
+uvicorn's usual path and the app, which gives the usual answer. The request is logged with the same line as
+``reqlog``'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from corral.api import hotpath, reqlog, security
+from corral.store.store import Store
+
+# Request headers that mean the request is not a plain poll: a body, a browser origin, an upgrade, an expectation.
+_NOT_A_POLL = frozenset((b"origin", b"content-length", b"transfer-encoding", b"upgrade", b"expect"))
+
+
+class FastLane:
+    """What the lane answers and the checks it applies before answering."""
+
+    def __init__(self, store: Store, *, check_host: bool) -> None:
+        self.bodies: dict[bytes, Callable[[], bytes]] = {
+            path.encode(): build for path, build in hotpath.polled_bodies(store).items()}
+        self.host_rule = security.HostRule() if check_host else None
+
+    def body_for(self, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]]) -> bytes | None:
+        """The JSON body for a request this lane may answer; None sends the request down the usual path."""
+        if method != b"GET" and method != b"HEAD":
+            return None
+        build = self.bodies.get(url)
+        if build is None:
+            return None
+        host = b""
+        for name, value in headers:
+            if name == b"host":
+                host = value
+            elif name in _NOT_A_POLL:
+                return None
+        if self.host_rule is not None and not self.host_rule.allows(host.decode("latin-1")):
+            return None
+        return build()
+
+
+def protocol_class(lane: FastLane) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol with the lane in front of its ASGI dispatch (``uvicorn.Config(http=...)``)."""
+
+    class FastLaneProtocol(HttpToolsProtocol):
+        _answered = False
+
+        def on_message_begin(self) -> None:
+            self._answered = False
+            super().on_message_begin()
+
+        def on_headers_complete(self) -> None:
+            if self._idle():
+                method = self.parser.get_method()
+                body = lane.body_for(method, self.url, self.headers)
+                if body is not None:
+                    self._answer(method, body)
+                    return
+            super().on_headers_complete()
+
+        def _idle(self) -> bool:
+            """Nothing in flight, queued or unsent on this connection, so the answer goes out in order."""
+            return ((self.cycle is None or self.cycle.response_complete) and not self.pipeline
+                    and not self.flow.write_paused and not self.access_log
+                    and self.parser.get_http_version() == "1.1" and self.parser.should_keep_alive())
+
+        def _answer(self, method: bytes, body: bytes) -> None:
+            started = time.perf_counter()
+            self._answered = True
+            out = [b"HTTP/1.1 200 OK\r\n"]
+            for name, value in self.server_state.default_headers:
+                out += [name, b": ", value, b"\r\n"]
+            out += [b"content-type: application/json\r\ncontent-length: ", str(len(body)).encode(),
+                    b"\r\nvary: Origin\r\n\r\n"]  # as the CORS middleware marks every answer
+            if method == b"GET":
+                out.append(body)
+            self.transport.write(b"".join(out))
+            reqlog.log_request(method.decode(), self.url.decode("latin-1"), 200, time.perf_counter() - started,
+                               self.client[0] if self.client else None)
+            self.on_response_complete()  # uvicorn's own bookkeeping: request count, keep-alive timer, reading on
+
+        def on_body(self, body: bytes) -> None:
+            if not self._answered:
+                super().on_body(body)
+
+        def on_message_complete(self) -> None:
+            if not self._answered:
+                super().on_message_complete()
+
+    return FastLaneProtocol
