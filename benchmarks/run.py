@@ -47,13 +47,15 @@ THREADS = 2
 class Plan:
     """How much of each measurement to do."""
 
-    repeats: int = 5  # decode and prompt-eval pairs
+    # Decode and prompt-eval pairs. One ~1 s trial on this shared VM varies by +-10 % (the host's other tenants,
+    # invisible from inside), so a 2-3 % overhead needs about a dozen pairs before the medians settle.
+    repeats: int = 11
     ttft_repeats: int = 15
     decode_tokens: int = 128
     prompt_tokens: int = 512
     agg_levels: tuple[int, ...] = (1, 2, 4, 8)
     agg_tokens: int = 96
-    agg_repeats: int = 3
+    agg_repeats: int = 5
     chat_tokens: int = 1000
     chat_repeats: int = 3
     reload_repeats: int = 2

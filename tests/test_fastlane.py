@@ -3,14 +3,17 @@ pipelined connection, and out of the way of every request it must not take (othe
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from pathlib import Path
 
 import pytest
+import uvicorn
 from conftest import ServerProcess
+from uvicorn.server import ServerState
 
-from corral.api.fastlane import FastLane
+from corral.api.fastlane import FastLane, protocol_class
 from corral.store.store import Store
 
 
@@ -146,3 +149,53 @@ def test_which_requests_the_lane_takes(tmp_path: Path, method: bytes, url: bytes
 def test_without_the_host_rule_any_host_is_taken(tmp_path: Path) -> None:
     lane = FastLane(Store(tmp_path / "models"), check_host=False)  # bound beyond loopback: no Host check
     assert lane.body_for(b"GET", b"/api/tags", [(b"host", b"corral.lan:11434")]) == b'{"models":[]}'
+
+
+class _Transport(asyncio.Transport):
+    """Collects what the protocol writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = b""
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.written += bytes(data)
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"peername": ("127.0.0.1", 5555), "sockname": ("127.0.0.1", 11434)}.get(name, default)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_the_lane_answers_inside_the_protocol(tmp_path: Path) -> None:
+    """Answered while the bytes are parsed, before any task could run: the lane is in use with this uvicorn (the
+    answers alone could not tell, since the app gives the same ones)."""
+    loop = asyncio.new_event_loop()
+    try:
+        lane = FastLane(Store(tmp_path / "models"), check_host=True)
+
+        async def app(scope: object, receive: object, send: object) -> None:
+            raise AssertionError("the app must not be called")
+
+        protocol = protocol_class(lane)(config=uvicorn.Config(app, log_level="warning", access_log=False),
+                                        server_state=ServerState(), app_state={}, _loop=loop)
+        transport = _Transport()
+        protocol.connection_made(transport)
+        protocol.data_received(b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\n\r\n"
+                               b"HEAD /api/version HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        first, second = transport.written.split(b"HTTP/1.1 200 OK\r\n")[1:]
+        assert first.endswith(b'\r\n\r\n{"models":[]}') and b"content-type: application/json" in first
+        assert second.endswith(b"\r\nvary: Origin\r\n\r\n")  # HEAD: no body
+        protocol.connection_lost(None)
+    finally:
+        loop.close()

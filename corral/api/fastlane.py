@@ -74,10 +74,16 @@ def protocol_class(lane: FastLane) -> type[asyncio.Protocol]:
             super().on_headers_complete()
 
         def _idle(self) -> bool:
-            """Nothing in flight, queued or unsent on this connection, so the answer goes out in order."""
-            return ((self.cycle is None or self.cycle.response_complete) and not self.pipeline
-                    and not self.flow.write_paused and not self.access_log
-                    and self.parser.get_http_version() == "1.1" and self.parser.should_keep_alive())
+            """Nothing in flight, queued or unsent on this connection, so the answer goes out in order.
+
+            These are uvicorn's per-connection attributes (tests/test_fastlane.py pins their meaning); should a
+            uvicorn release rename one, every request takes the usual path rather than fail."""
+            try:
+                return ((self.cycle is None or self.cycle.response_complete) and not self.pipeline
+                        and not self.flow.write_paused and not self.access_log
+                        and self.parser.get_http_version() == "1.1" and self.parser.should_keep_alive())
+            except AttributeError:
+                return False
 
         def _answer(self, method: bytes, body: bytes) -> None:
             started = time.perf_counter()
