@@ -359,6 +359,14 @@ class Store:
         n = self._name(name)
         return self._find_on_disk(n) or n
 
+    def settled_stamp(self, name: ModelName) -> tuple[int, int, int] | None:
+        """(mtime, size, inode) of a manifest that has not changed for a while, for caches of what it means; None
+        when it is missing or changed too recently for its mtime to tell a second change (see ``listing_key``)."""
+        stamp = _stamp(str(self.manifest_path(name)))
+        if stamp is None or stamp[0] >= time.time_ns() - _RACY_NS:
+            return None
+        return stamp
+
     def resolve(self, name: str | ModelName) -> ModelName:
         """The on-disk spelling of an existing model; raises :class:`ModelNotFound`."""
         n = self._name(name)
