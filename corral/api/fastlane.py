@@ -43,13 +43,15 @@ class FastLane:
         build = self.bodies.get(url)
         if build is None:
             return None
-        host = b""
+        host: bytes | None = None
         for name, value in headers:
             if name == b"host":
+                if host is not None:  # two Hosts: the app's answer (its check reads the first), not a guess here
+                    return None
                 host = value
             elif name in _NOT_A_POLL:
                 return None
-        if self.host_rule is not None and not self.host_rule.allows(host.decode("latin-1")):
+        if self.host_rule is not None and not self.host_rule.allows((host or b"").decode("latin-1")):
             return None
         return build()
 
