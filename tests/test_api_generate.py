@@ -161,7 +161,9 @@ def test_keep_alive_expiry_unloads(fresh_server: ServerProcess) -> None:
     httpx.post(fresh_server.url + "/api/generate", json={"model": MODEL, "prompt": "Hi", "keep_alive": "1s",
                                                          "options": {"num_predict": 2}, "stream": False}, timeout=120)
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and httpx.get(fresh_server.url + "/api/ps").json()["models"]:
+    # The model leaves /api/ps as the unload starts; the runner then saves its KV cache and exits.
+    while time.monotonic() < deadline and (httpx.get(fresh_server.url + "/api/ps").json()["models"]
+                                           or fresh_server.runner_pids()):
         time.sleep(0.2)
     assert httpx.get(fresh_server.url + "/api/ps").json()["models"] == []
     assert fresh_server.runner_pids() == []
