@@ -400,9 +400,6 @@ class Engine:
             text = event.get("content", "")
             if context:
                 out_tokens += event.get("tokens") or ()
-                if prompt_tokens is None:
-                    prompt_tokens = asyncio.create_task(client.tokenize(prompt, add_special=True))
-                    prompt_tokens.add_done_callback(_quiet)  # if the client leaves first, nobody awaits it
             if text:
                 if req.want_context:
                     pieces.append(text)
@@ -422,6 +419,11 @@ class Engine:
                         yield piece
             if event.get("stop"):
                 final = event
+            if context and prompt_tokens is None:
+                # Only now, after the first piece went out (a generator runs on when asked for the next item):
+                # started earlier, its connect and write ran before the first chunk's and delayed every TTFT.
+                prompt_tokens = asyncio.create_task(client.tokenize(prompt, add_special=True))
+                prompt_tokens.add_done_callback(_quiet)  # if the client leaves first, nobody awaits it
         if forced is not None:
             call = forced.finish()
             if call is not None:
