@@ -207,3 +207,31 @@ def test_the_lane_answers_inside_the_protocol(tmp_path: Path) -> None:
         protocol.connection_lost(None)
     finally:
         loop.close()
+
+
+def test_a_failing_body_goes_to_the_app(tmp_path: Path) -> None:
+    """An error while building the answer is the app's to report (status, log), not a parser error."""
+    loop = asyncio.new_event_loop()
+    try:
+        lane = FastLane(Store(tmp_path / "models"), check_host=False)
+
+        def broken() -> bytes:
+            raise OSError("store unreadable")
+
+        lane.bodies[b"/api/tags"] = broken
+        called: list[str] = []
+
+        async def app(scope: dict[str, object], receive: object, send: object) -> None:
+            called.append(str(scope["path"]))
+
+        protocol = protocol_class(lane)(config=uvicorn.Config(app, log_level="warning", access_log=False),
+                                        server_state=ServerState(), app_state={}, _loop=loop)
+        transport = _Transport()
+        protocol.connection_made(transport)
+        protocol.data_received(b"GET /api/tags HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        assert transport.written == b""  # not a 400 "Invalid HTTP request"
+        loop.run_until_complete(asyncio.sleep(0.05))  # the app's task runs
+        assert called == ["/api/tags"]
+        protocol.connection_lost(None)
+    finally:
+        loop.close()

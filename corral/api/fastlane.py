@@ -69,7 +69,10 @@ def protocol_class(lane: FastLane) -> type[asyncio.Protocol]:
         def on_headers_complete(self) -> None:
             if self._idle():
                 method = self.parser.get_method()
-                body = lane.body_for(method, self.url, self.headers)
+                try:
+                    body = lane.body_for(method, self.url, self.headers)
+                except Exception:  # e.g. an unreadable store: the app answers it, with its status and its log
+                    body = None
                 if body is not None:
                     self._answer(method, body)
                     return
