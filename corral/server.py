@@ -47,7 +47,7 @@ def serve(bind: HostPort | None = None) -> None:
     lane = app.state.fast_lane
     Server(uvicorn.Config(
         app,
-        http=fastlane.protocol_class(lane) if lane is not None else "auto",
+        http=fastlane.protocol_class(lane),
         host=bind.host,
         port=bind.port,
         log_level="warning",

@@ -14,6 +14,7 @@ import uvicorn
 from conftest import ServerProcess
 from uvicorn.server import ServerState
 
+from corral.api.coalesce import HeadWithBody
 from corral.api.fastlane import FastLane, protocol_class
 from corral.store.store import Store
 
@@ -232,6 +233,7 @@ def test_a_failing_body_goes_to_the_app(tmp_path: Path) -> None:
         assert transport.written == b""  # not a 400 "Invalid HTTP request"
         loop.run_until_complete(asyncio.sleep(0.05))  # the app's task runs
         assert called == ["/api/tags"]
+        assert isinstance(protocol.cycle.transport, HeadWithBody)  # the app's answers get their heads coalesced
         protocol.connection_lost(None)
     finally:
         loop.close()

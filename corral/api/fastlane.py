@@ -22,6 +22,7 @@ from collections.abc import Callable
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from corral.api import hotpath, reqlog, security
+from corral.api.coalesce import HeadWithBody
 from corral.store.store import Store
 
 # Request headers that mean the request is not a plain poll: a body, a browser origin, an upgrade, an expectation.
@@ -56,8 +57,9 @@ class FastLane:
         return build()
 
 
-def protocol_class(lane: FastLane) -> type[asyncio.Protocol]:
-    """uvicorn's httptools protocol with the lane in front of its ASGI dispatch (``uvicorn.Config(http=...)``)."""
+def protocol_class(lane: FastLane | None) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol with the lane (when given) in front of its ASGI dispatch, and every other
+    response's head sent with its first body bytes (``corral.api.coalesce``); for ``uvicorn.Config(http=...)``."""
 
     class FastLaneProtocol(HttpToolsProtocol):
         _answered = False
@@ -67,7 +69,7 @@ def protocol_class(lane: FastLane) -> type[asyncio.Protocol]:
             super().on_message_begin()
 
         def on_headers_complete(self) -> None:
-            if self._idle():
+            if lane is not None and self._idle():
                 method = self.parser.get_method()
                 try:
                     body = lane.body_for(method, self.url, self.headers)
@@ -77,6 +79,9 @@ def protocol_class(lane: FastLane) -> type[asyncio.Protocol]:
                     self._answer(method, body)
                     return
             super().on_headers_complete()
+            cycle = getattr(self, "cycle", None)  # None for a WebSocket upgrade
+            if cycle is not None and not isinstance(cycle.transport, HeadWithBody):
+                cycle.transport = HeadWithBody(self.transport, self.loop)  # its task has not run yet
 
         def _idle(self) -> bool:
             """Nothing in flight, queued or unsent on this connection, so the answer goes out in order.
