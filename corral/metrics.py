@@ -19,6 +19,7 @@ What is measured:
 
 from __future__ import annotations
 
+import abc
 import math
 import threading
 import time
@@ -58,7 +59,9 @@ def _number(value: float) -> str:
     return repr(value)
 
 
-class _Metric:
+class _Metric(abc.ABC):
+    """One metric family: its header, and its sample lines (each kind keeps and renders its own values)."""
+
     kind = ""
 
     def __init__(self, name: str, help_text: str, labels: tuple[str, ...] = ()) -> None:
@@ -70,8 +73,9 @@ class _Metric:
     def header(self) -> list[str]:
         return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
 
+    @abc.abstractmethod
     def lines(self) -> list[str]:
-        raise NotImplementedError
+        """The exposition lines of every series, without the header."""
 
 
 class Counter(_Metric):
