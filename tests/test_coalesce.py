@@ -30,15 +30,22 @@ def run(body: object) -> None:
     asyncio.run(body)  # type: ignore[arg-type]
 
 
+def holding() -> tuple[Recorder, HeadWithBody]:
+    """A recorder and the head-holder in front of it, with the head already written; inside a running loop."""
+    real = Recorder()
+    t = HeadWithBody(real, asyncio.get_running_loop())
+    t.write(b"HEAD")
+    return real, t
+
+
 def test_head_and_first_body_bytes_leave_in_one_write() -> None:
     async def main() -> None:
-        real = Recorder()
-        t = HeadWithBody(real, asyncio.get_running_loop())
-        t.write(b"HEAD")
+        real, t = holding()
         assert real.writes == []
         t.write(b"body1")
         t.write(b"body2")
         assert real.writes == [b"HEADbody1", b"body2"]
+        assert t.write == real.write  # the stream's later writes skip the holder
         await asyncio.sleep(0)  # the scheduled flush finds nothing held
         assert real.writes == [b"HEADbody1", b"body2"]
 
@@ -47,9 +54,7 @@ def test_head_and_first_body_bytes_leave_in_one_write() -> None:
 
 def test_a_head_alone_goes_out_on_the_next_loop_turn() -> None:
     async def main() -> None:
-        real = Recorder()
-        t = HeadWithBody(real, asyncio.get_running_loop())
-        t.write(b"HEAD")  # a stream whose first bytes are not ready yet
+        real, t = holding()  # a stream whose first bytes are not ready yet
         await asyncio.sleep(0)
         assert real.writes == [b"HEAD"]
         t.write(b"later")
@@ -60,9 +65,7 @@ def test_a_head_alone_goes_out_on_the_next_loop_turn() -> None:
 
 def test_close_sends_what_is_held_first() -> None:
     async def main() -> None:
-        real = Recorder()
-        t = HeadWithBody(real, asyncio.get_running_loop())
-        t.write(b"HEAD")  # a HEAD request's answer: no body write follows
+        real, t = holding()  # a HEAD request's answer: no body write follows
         t.close()
         assert real.writes == [b"HEAD"] and real.closed
         await asyncio.sleep(0)
@@ -73,9 +76,7 @@ def test_close_sends_what_is_held_first() -> None:
 
 def test_nothing_is_written_to_a_closing_connection_and_the_rest_passes_through() -> None:
     async def main() -> None:
-        real = Recorder()
-        t = HeadWithBody(real, asyncio.get_running_loop())
-        t.write(b"HEAD")
+        real, t = holding()
         real.closed = True  # the client went away
         await asyncio.sleep(0)
         assert real.writes == [] and t.is_closing()

@@ -118,6 +118,17 @@ def test_requests_it_must_not_take_get_the_apps_answer(server: ServerProcess, co
     assert conn.response()[0] == 405
 
 
+def test_answers_the_app_gives_with_a_held_head_arrive_whole(server: ServerProcess, conn: RawConnection) -> None:
+    """Through the real server: a HEAD answer (no body write to carry its head) and a body answer behind it."""
+    conn.send(get("/", server.host, method="HEAD"), get("/api/version?via=app", server.host, method="HEAD"),
+              get("/api/version?via=app", server.host))
+    assert conn.response(head_only=True)[0] == 200
+    status, headers, _ = conn.response(head_only=True)
+    assert status == 200 and int(headers["content-length"]) > 0
+    status, _, body = conn.response()
+    assert status == 200 and json.loads(body)["version"]
+
+
 def test_http_1_0_is_answered_and_closed(server: ServerProcess) -> None:
     c = RawConnection(server)
     try:

@@ -32,6 +32,7 @@ class HeadWithBody:
         if self._held is not None:
             data, self._held = self._held + bytes(data), None
         self._transport.write(data)
+        self._step_aside()
 
     def flush(self) -> None:
         """Send a held head now (the next loop turn came first, or the connection is about to close)."""
@@ -39,6 +40,12 @@ class HeadWithBody:
             held, self._held = self._held, None
             if not self._transport.is_closing():
                 self._transport.write(held)
+            self._step_aside()
+
+    def _step_aside(self) -> None:
+        """Once nothing is held, later writes (a stream's tokens) go straight to the transport, no Python frame
+        of ours in between."""
+        self.write = self._transport.write  # type: ignore[method-assign]
 
     def close(self) -> None:
         self.flush()
