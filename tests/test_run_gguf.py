@@ -10,9 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from conftest import bundled_file
 
-from corral.bundled import BUNDLED, package_file
+from corral.bundled import BUNDLED
 from corral.cli.run import gguf_model_name, is_gguf_path
 from corral.store.manifest import MEDIA_MODEL, MEDIA_TEMPLATE
 from corral.store.store import Store
@@ -44,9 +44,7 @@ def test_is_gguf_path(tmp_path: Path) -> None:
 
 
 def test_run_a_gguf_file_imports_it_by_hard_link_once(tmp_path: Path) -> None:
-    bundled = package_file(BUNDLED[0].package, BUNDLED[0].filename)
-    if bundled is None:
-        pytest.skip("the bundled model package is not installed")
+    bundled = bundled_file(BUNDLED[0].package, BUNDLED[0].filename)
     gguf = tmp_path / "SmolLM2 Copy.gguf"
     shutil.copyfile(bundled, gguf)  # a copy: the store must not already hold this inode
     digest = "sha256:" + hashlib.sha256(gguf.read_bytes()).hexdigest()

