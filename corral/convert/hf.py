@@ -463,7 +463,7 @@ def _tensor_data(t: PlannedTensor) -> npt.NDArray[Any]:
     if native == t.qtype:
         data: npt.NDArray[Any] = raw
     else:
-        values = t.source.to_float32()
+        values = t.source.to_float32(raw)
         if t.qtype == F32:
             data = values
         elif t.qtype == F16:

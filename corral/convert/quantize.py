@@ -13,6 +13,7 @@ output is written to a temporary file, fsynced and renamed.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import mmap
 import os
@@ -414,9 +415,8 @@ def quantize_gguf(src: Path, dst: Path, qtype: str, progress: ProgressFn | None 
 
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
         tmp = Path(tmp_name)
-        source = np.memmap(src, dtype=np.uint8, mode="r")
         workers = min(MAX_WORKERS, os.cpu_count() or 1)
-        with os.fdopen(fd, "wb") as out, ThreadPoolExecutor(max_workers=workers) as pool:
+        with os.fdopen(fd, "wb") as out, _SourceMap(src) as source, ThreadPoolExecutor(max_workers=workers) as pool:
             out.write(struct.pack("<4sIQQ", b"GGUF", 3, len(info.tensor_infos), len(kv)))
             for _, raw in kv:
                 out.write(raw)
@@ -431,12 +431,12 @@ def quantize_gguf(src: Path, dst: Path, qtype: str, progress: ProgressFn | None 
             report(progress, status, 0, total)
             for done, t in enumerate(info.tensor_infos, 1):
                 _pad(out, alignment)
-                _write_tensor(out, source, t, types[t.name], pool)
+                _write_tensor(out, source.data, t, types[t.name], pool)
+                source.release()
                 report(progress, status, done, total)
             _pad(out, alignment)
             out.flush()
             os.fsync(out.fileno())
-        del source
         publish(tmp, dst)
         tmp = None
     except ValueError:  # ConvertError, and InvalidGGUF from the reader
@@ -452,8 +452,35 @@ def quantize_gguf(src: Path, dst: Path, qtype: str, progress: ProgressFn | None 
             tmp.unlink(missing_ok=True)
 
 
+class _SourceMap:
+    """The source file mapped read-only, whose pages the process lets go of after each tensor.
+
+    A mapped page counts in the resident set once touched, so without ``release`` quantizing a 14 GB F16 model
+    would leave the server's RSS 14 GB higher by the last tensor (540 MB for a 540 MB file, measured). Dropping the
+    mapping's pages (``MADV_DONTNEED``) leaves them in the page cache, so nothing is read twice from disk.
+    """
+
+    def __init__(self, path: Path) -> None:
+        with open(path, "rb") as f:
+            self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        self.data: npt.NDArray[np.uint8] = np.frombuffer(self._map, dtype=np.uint8)
+
+    def release(self) -> None:
+        advice = getattr(mmap, "MADV_DONTNEED", None)
+        if advice is not None:
+            self._map.madvise(advice)
+
+    def __enter__(self) -> _SourceMap:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        del self.data
+        with contextlib.suppress(BufferError):  # a view still held by a traceback; the map goes with it
+            self._map.close()
+
+
 def _write_tensor(
-    out: BinaryIO, source: np.memmap[Any, np.dtype[np.uint8]], t: TensorInfo, target: GGMLQuantizationType,
+    out: BinaryIO, source: npt.NDArray[np.uint8], t: TensorInfo, target: GGMLQuantizationType,
     pool: ThreadPoolExecutor,
 ) -> None:
     """Copy one tensor unchanged, or convert it chunk by chunk (chunks quantized in parallel, written in order)."""

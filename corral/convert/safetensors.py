@@ -1,15 +1,19 @@
-"""A small, bounds-checked reader for the safetensors format, on numpy memory maps.
+"""A small, bounds-checked reader for the safetensors format.
 
 Why not the ``safetensors`` package: its numpy loader has no bfloat16 (the most common dtype of published
 checkpoints), and the format is simple enough (an 8-byte little-endian header length, a JSON header, then raw
 little-endian tensor bytes) that checking every offset ourselves is easier than trusting a hostile file to a
-parser. Tensors are mapped, never read whole, so a conversion holds one tensor in memory at a time.
+parser. Each tensor is read on its own when it is needed, so a conversion holds one tensor in memory at a time. Reads,
+not a memory map: a mapped file's pages count in the process's resident set as they are touched, which made a
+conversion's peak RSS grow by the whole file (MiniLM's 91 MB at the server's first start), and a file truncated
+while mapped would kill the process with SIGBUS instead of raising an error.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,40 +58,54 @@ class TensorEntry:
         return math.prod(self.shape)
 
     def raw(self) -> npt.NDArray[Any]:
-        """The tensor as stored (a read-only view on the map; BF16 as uint16)."""
+        """The tensor as stored (BF16 as uint16), read into memory of its own."""
         np_dtype, _ = _DTYPES[self.dtype]
-        data = self.file.map()[self.start : self.end]
+        data = self.file.read(self.start, self.end)
         return data.view(np.dtype(np_dtype)).reshape(self.shape)
 
-    def to_float32(self) -> npt.NDArray[np.float32]:
-        """A float32 copy of the tensor, whatever its stored float dtype."""
+    def to_float32(self, raw: npt.NDArray[Any] | None = None) -> npt.NDArray[np.float32]:
+        """The tensor as float32, whatever its stored float dtype; ``raw`` saves a second read of it."""
         if self.dtype not in FLOAT_DTYPES:
             raise ConvertError(f"tensor {self.name!r} has dtype {self.dtype}, expected a floating-point type")
-        raw = self.raw()
+        if raw is None:
+            raw = self.raw()
         if self.dtype == "BF16":
             return (raw.astype(np.uint32) << 16).view(np.float32)
-        return raw.astype(np.float32)
+        return raw.astype(np.float32, copy=False)
 
 
 class SafetensorsFile:
-    """One ``.safetensors`` file: its parsed, validated header and a lazily opened read-only memory map."""
+    """One ``.safetensors`` file: its parsed, validated header, and reads of its tensors' bytes."""
 
     def __init__(self, path: Path, label: str) -> None:
         self.path = path
         self.label = label  # the name used in error messages (never an absolute path)
-        self._map: np.memmap[Any, np.dtype[np.uint8]] | None = None
+        self._fd: int | None = None
         self.entries: dict[str, TensorEntry] = {}
         self.metadata: dict[str, str] = {}
         self._parse()
 
-    def map(self) -> np.memmap[Any, np.dtype[np.uint8]]:
-        if self._map is None:
-            self._map = np.memmap(self.path, dtype=np.uint8, mode="r")
-        return self._map
+    def read(self, start: int, end: int) -> npt.NDArray[np.uint8]:
+        """Bytes ``start:end`` of the file (offsets already checked against its size when the header was parsed)."""
+        out = np.empty(end - start, dtype=np.uint8)
+        view = out.data
+        done = 0
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            while done < len(view):
+                n = os.preadv(self._fd, [view[done:]], start + done)
+                if n == 0:
+                    raise ConvertError(f"{self.label}: file shrank while it was being read")
+                done += n
+        except OSError as exc:
+            raise ConvertError(f"{self.label}: cannot read ({exc.strerror or type(exc).__name__})") from None
+        return out
 
     def close(self) -> None:
-        """Drop the map; views already handed out keep it alive until they go."""
-        self._map = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def _parse(self) -> None:
         try:
