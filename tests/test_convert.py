@@ -502,6 +502,9 @@ def test_file_truncated_while_converting(tmp_path: Path) -> None:
     with pytest.raises(ConvertError, match=r"model\.safetensors: file shrank while it was being read"):
         convert_directory(src, dst, shrink)
     assert list(dst.parent.iterdir()) == []
+    # The reader's descriptor is closed on the error path too (the server converts in-process, many times over).
+    open_files = {os.path.realpath(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd")}
+    assert str(path.resolve()) not in open_files
 
 
 _RSS_PROBE = """

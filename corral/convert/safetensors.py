@@ -92,7 +92,7 @@ class SafetensorsFile:
         done = 0
         try:
             if self._fd is None:
-                self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                self._fd = os.open(self.path, os.O_RDONLY)  # not inherited by children (PEP 446)
             while done < len(view):
                 n = os.preadv(self._fd, [view[done:]], start + done)
                 if n == 0:

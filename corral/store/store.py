@@ -142,6 +142,12 @@ def _stamp(path: str) -> _Stamp:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
+def _settled(stamp: tuple[int, int, int], now_ns: int) -> bool:
+    """Whether a stamp is old enough to vouch for its file: a second change in the same clock tick as the last one
+    would leave the mtime as it was (git's "racily clean" rule)."""
+    return stamp[0] < now_ns - _RACY_NS
+
+
 class Store:
     """An Ollama-compatible model store rooted at ``root`` (``$OLLAMA_MODELS``); safe to share between threads."""
 
@@ -363,7 +369,7 @@ class Store:
         """(mtime, size, inode) of a manifest that has not changed for a while, for caches of what it means; None
         when it is missing or changed too recently for its mtime to tell a second change (see ``listing_key``)."""
         stamp = _stamp(str(self.manifest_path(name)))
-        if stamp is None or stamp[0] >= time.time_ns() - _RACY_NS:
+        if stamp is None or not _settled(stamp, time.time_ns()):
             return None
         return stamp
 
@@ -518,7 +524,7 @@ class Store:
             key.append((entry.path, st.st_mtime_ns, st.st_size))
         stamps += files
         result = tuple(key)
-        settled = all(stamp is None or stamp[0] < started - _RACY_NS for _path, stamp in stamps)
+        settled = all(stamp is None or _settled(stamp, started) for _path, stamp in stamps)
         self._listing = (stamps, result) if settled else None
         return result
 
