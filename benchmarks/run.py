@@ -200,8 +200,8 @@ DECODE_PROMPT = "Count from 1 to 300, separated by commas."
 
 def check_prompts() -> dict[str, Any]:
     """The prompts sent to the direct engine must be byte-identical to what Corral renders."""
-    from corral.bundled import builtin_template
-    from corral.model import parse_template
+    from corral.authoring.bundled import builtin_template
+    from corral.store.model import parse_template
     from corral.templates import prompt as prompts
 
     tmpl = parse_template(builtin_template("chatml")[0])

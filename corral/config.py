@@ -187,7 +187,7 @@ def num_threads() -> int:
 
 def speculative() -> str | None:
     """``CORRAL_SPECULATIVE``: the engine's draftless n-gram speculative decoding (``ngram`` or a method name);
-    Ollama has no such setting, so only the Corral name is read. See :mod:`corral.speculative`."""
+    Ollama has no such setting, so only the Corral name is read. See :mod:`corral.inference.speculative`."""
     return _corral_only("SPECULATIVE")
 
 

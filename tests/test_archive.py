@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.archive import REF_NAME
+from corral.store.archive import REF_NAME
 from corral.store.manifest import MEDIA_CONFIG, MEDIA_LICENSE, Manifest
 from corral.store.store import Store
 from tests.conftest import MODEL, ServerProcess

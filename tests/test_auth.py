@@ -19,7 +19,7 @@ import pytest
 from conftest import MODEL, ServerProcess, free_port, running_server
 
 from corral import config
-from corral.api.auth import INVALID, MISSING, key_matches, presented_keys
+from corral.http.auth import INVALID, MISSING, key_matches, presented_keys
 
 KEY = "corral-test-key-" + os.urandom(8).hex()
 BEARER = {"Authorization": f"Bearer {KEY}"}

@@ -1,10 +1,10 @@
-"""``corral.api.coalesce``: a response head waits for the first body bytes, at most until the loop's next turn."""
+"""``corral.http.coalesce``: a response head waits for the first body bytes, at most until the loop's next turn."""
 
 from __future__ import annotations
 
 import asyncio
 
-from corral.api.coalesce import HeadWithBody
+from corral.http.coalesce import HeadWithBody
 
 
 class Recorder(asyncio.Transport):

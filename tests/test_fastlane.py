@@ -14,8 +14,8 @@ import uvicorn
 from conftest import ServerProcess
 from uvicorn.server import ServerState
 
-from corral.api.coalesce import HeadWithBody
-from corral.api.fastlane import FastLane, protocol_class
+from corral.http.coalesce import HeadWithBody
+from corral.http.fastlane import FastLane, protocol_class
 from corral.store.store import Store
 
 

@@ -97,7 +97,7 @@ def test_exact_token_counts_for_one_generation(metrics_server: ServerProcess) ->
 
 
 def test_metrics_off_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from corral.app import create_app
+    from corral.http.app import create_app
 
     for name in ("CORRAL_METRICS", "OLLAMA_METRICS"):
         monkeypatch.delenv(name, raising=False)

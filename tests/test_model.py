@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from corral.model import load_model
 from corral.store import manifest as mf
+from corral.store.model import load_model
 from corral.store.store import Store
 
 

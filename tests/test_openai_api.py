@@ -17,7 +17,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from corral.api import openai as oai
-from corral.generation import Final, InferenceError, Piece
+from corral.inference.service import Final, InferenceError, Piece
 from tests.conftest import MODEL, ServerProcess
 from tests.scripted import CALL, FAKE_MODEL, ScriptedEngine
 

@@ -71,7 +71,7 @@ def test_default_log_has_one_line_per_request_and_no_content(server: ServerProce
 
 
 def test_request_lines_cannot_forge_log_lines(server: ServerProcess) -> None:
-    forged = "level=ERROR source=corral.server msg=forged"
+    forged = "level=ERROR source=corral.http.server msg=forged"
     r = httpx.get(server.url + "/api/%0A" + forged.replace(" ", "%20"))
     assert r.status_code == 404
     log = _wait_for(server, "forged")

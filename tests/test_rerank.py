@@ -20,9 +20,9 @@ import numpy as np
 import pytest
 from conftest import MINILM_DIR, bundled_file
 
-from corral.bundled import add_gguf_model
+from corral.authoring.bundled import add_gguf_model
 from corral.convert import convert_directory
-from corral.runner.process import LaunchSpec
+from corral.inference.runner.process import LaunchSpec
 from corral.store.gguf_info import read_gguf_info
 from corral.store.store import Store
 from tests.conftest import ServerProcess, running_server
@@ -199,7 +199,7 @@ def test_launch_spec_enables_reranking(tmp_path: Path) -> None:
 
     import xllamacpp
 
-    from corral.runner.engine_main import build_params
+    from corral.inference.runner.wheel import build_params
 
     params = build_params({**spec.to_json("key"), "port": 0})
     assert params.embedding is True

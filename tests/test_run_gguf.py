@@ -12,7 +12,7 @@ from pathlib import Path
 
 from conftest import bundled_file
 
-from corral.bundled import BUNDLED
+from corral.authoring.bundled import BUNDLED
 from corral.cli.run import gguf_model_name, is_gguf_path
 from corral.store.manifest import MEDIA_MODEL, MEDIA_TEMPLATE
 from corral.store.store import Store

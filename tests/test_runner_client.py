@@ -1,4 +1,4 @@
-"""``corral.runner.client.EngineClient`` against the real engine, over both transports it speaks: the Unix socket
+"""The runner client against the real engine, over both transports it speaks: the Unix socket
 Corral's runners listen on, and loopback TCP (an external ``llama-server`` via ``CORRAL_LLAMA_SERVER``)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from conftest import SMOL_FILE, bundled_file
 
-from corral.runner.client import EngineClient, EngineError, EngineUnreachable
+from corral.inference.runner.client import EngineClient, EngineError, EngineUnreachable
 
 KEY = "runner-client-test-key"
 
@@ -96,7 +96,7 @@ def test_runner_socket_is_private_and_removed_at_stop() -> None:
     import os
     import stat
 
-    from corral.runner.process import LaunchSpec, RunnerProcess
+    from corral.inference.runner.process import LaunchSpec, RunnerProcess
 
     async def lifecycle() -> tuple[str, int, bool, bool]:
         runner = RunnerProcess(LaunchSpec(model=str(_model()), num_ctx=512, parallel=1, num_thread=1))

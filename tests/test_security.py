@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from corral.api.security import host_allowed, origin_regex
+from corral.http.security import host_allowed, origin_regex
 from tests.conftest import MODEL, ServerProcess, running_server
 
 

@@ -23,14 +23,14 @@ import pytest
 from conftest import MODEL, SMOL_FILE, ServerProcess, bundled_file, running_server
 from test_template_detect import tiny_gguf
 
-from corral import options, speculative
-from corral.generation import Engine
-from corral.model import load_model
+from corral.inference import options, speculative
+from corral.inference.runner.process import LaunchSpec
+from corral.inference.runner.wheel import build_params
+from corral.inference.service import Engine
 from corral.modelfile import Command, format_modelfile, parse
-from corral.runner.engine_main import build_params
-from corral.runner.process import LaunchSpec
 from corral.store import manifest as mf
 from corral.store.gguf_info import read_gguf_info
+from corral.store.model import load_model
 from corral.store.store import Store
 
 SMOL = bundled_file(*SMOL_FILE)

@@ -21,10 +21,10 @@ import jsonschema
 import openai
 import pytest
 
-from corral.api.errors import APIError
 from corral.api.openai import choose_tools, openai_tool_choice
 from corral.errors import RequestError
-from corral.generation import Engine, Inference, Piece, _CallLimit
+from corral.http.errors import APIError
+from corral.inference.service import Engine, Inference, Piece, _CallLimit
 from corral.parsers.forced import ForcedCallReader, call_schema
 from corral.parsers.tools import jinja_tool_call_prefix, tool_call_prefix
 from corral.store import manifest as mf

@@ -18,10 +18,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from corral import options
 from corral.api import anthropic_schemas as a
-from corral.api.common import engine_of, resolve_model, store_of
-from corral.api.errors import APIError
 from corral.api.openai import (
     call_id,
     check_capabilities,
@@ -33,8 +30,11 @@ from corral.api.openai import (
     run_to_end,
     sse_response,
 )
-from corral.generation import Engine, Final, Inference, Piece
-from corral.model import Model
+from corral.api.shared import engine_of, resolve_model, store_of
+from corral.http.errors import APIError
+from corral.inference import options
+from corral.inference.service import Engine, Final, Inference, Piece
+from corral.store.model import Model
 
 log = logging.getLogger("corral.api")
 

@@ -19,10 +19,10 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import iterate_in_threadpool
 
-from corral.api.errors import APIError
 from corral.api.schemas import Message
 from corral.api.streaming import collect_json, ndjson_stream
 from corral.authoring import CreateError, CreateSpec, Creator
+from corral.http.errors import APIError
 from corral.store.store import InvalidDigest, Store, canonical_digest
 
 router = APIRouter()

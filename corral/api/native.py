@@ -14,15 +14,16 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
-from corral import __version__, options
+from corral import __version__
 from corral.api import schemas as s
-from corral.api.common import engine_of, resolve_model, store_of
-from corral.api.errors import APIError
+from corral.api.shared import engine_of, resolve_model, store_of
 from corral.api.streaming import collect_json, ndjson_stream, now_rfc3339
-from corral.generation import Engine, Final, Inference, Piece
-from corral.memory import model_bytes
-from corral.model import Model, load_model
-from corral.scheduler import FOREVER, Loaded
+from corral.http.errors import APIError
+from corral.inference import options
+from corral.inference.memory import model_bytes
+from corral.inference.scheduler import FOREVER, Loaded
+from corral.inference.service import Engine, Final, Inference, Piece
+from corral.store.model import Model, load_model
 from corral.store.names import InvalidModelName, parse_name
 from corral.store.store import ManifestRecord, ModelNotFound, Store
 
@@ -101,7 +102,7 @@ async def tags(request: Request) -> Response:
 
 
 def tags_body(store: Store) -> bytes:
-    """The ``/api/tags`` JSON, rebuilt only when a manifest changed (also served by ``corral.api.hotpath``)."""
+    """The ``/api/tags`` JSON, rebuilt only when a manifest changed (also served by ``corral.http.hotpath``)."""
     key = store.listing_key()
     cached = _tags_cache.get(str(store.root))
     if cached is None or cached[0] != key:

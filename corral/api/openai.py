@@ -28,15 +28,15 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
 
-from corral import options
 from corral.api import openai_schemas as o
-from corral.api.common import engine_of, resolve_model, store_of
-from corral.api.errors import APIError, status_for
 from corral.api.native import normalize
-from corral.api.reqlog import log_unhandled
-from corral.generation import Engine, Final, Inference, Piece
-from corral.model import Model
+from corral.api.shared import engine_of, resolve_model, store_of
+from corral.http.errors import APIError, status_for
+from corral.http.reqlog import log_unhandled
+from corral.inference import options
+from corral.inference.service import Engine, Final, Inference, Piece
 from corral.parsers.forced import tool_name
+from corral.store.model import Model
 from corral.store.names import InvalidModelName, parse_name
 from corral.store.store import ModelNotFound
 

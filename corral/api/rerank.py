@@ -16,14 +16,14 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from corral import options
 from corral.api import schemas as s
-from corral.api.common import engine_of, resolve_model, store_of
-from corral.api.errors import APIError
 from corral.api.openai import family_route, openai_error
 from corral.api.openai_schemas import ErrorResponse
-from corral.model import Model
-from corral.rerank import Ranking, rerank
+from corral.api.shared import engine_of, resolve_model, store_of
+from corral.http.errors import APIError
+from corral.inference import options
+from corral.inference.rerank import Ranking, rerank
+from corral.store.model import Model
 
 # -- bodies ----------------------------------------------------------------------------------------------------------
 

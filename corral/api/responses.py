@@ -16,10 +16,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
-from corral import options
 from corral.api import openai_schemas as o
-from corral.api.common import engine_of, resolve_model, store_of
-from corral.api.errors import APIError
 from corral.api.openai import (
     _EFFORTS,
     SSE,
@@ -36,7 +33,10 @@ from corral.api.openai import (
     run_to_end,
     sse_response,
 )
-from corral.generation import Engine, Final, Inference, Piece
+from corral.api.shared import engine_of, resolve_model, store_of
+from corral.http.errors import APIError
+from corral.inference import options
+from corral.inference.service import Engine, Final, Inference, Piece
 
 router = APIRouter(route_class=family_route(openai_error), tags=["openai"])
 

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from corral.api.errors import error_response, status_for
+from corral.http.errors import error_response, status_for
 
 log = logging.getLogger("corral.api")
 

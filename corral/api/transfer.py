@@ -15,8 +15,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 
-from corral.api.errors import APIError
 from corral.api.streaming import collect_json, ndjson_stream
+from corral.http.errors import APIError
 from corral.registry.errors import RegistryError
 from corral.registry.progress import Progress
 from corral.registry.pull import pull_model

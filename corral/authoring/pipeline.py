@@ -28,10 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from corral import config as env
-from corral import options, speculative
 from corral.authoring import gojson
 from corral.authoring.errors import CreateError
 from corral.authoring.inputs import NOT_GGUF, InputFile, collect
+from corral.inference import options, speculative
 from corral.store import manifest as mf
 from corral.store.gguf_info import GGUFInfo, InvalidGGUF, read_gguf_info
 from corral.store.names import InvalidModelName, ModelName, parse_name

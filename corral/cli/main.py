@@ -133,7 +133,7 @@ def serve() -> None:
 
     # imported by name so the CLI neither loads nor type-checks the server stack until it is asked to serve
     try:
-        server = importlib.import_module("corral.server")
+        server = importlib.import_module("corral.http.server")
     except ImportError as exc:
         raise click.ClickException(f"the corral server is not available: {exc}") from None
     server.serve()
@@ -334,7 +334,8 @@ def export(model: str, output: str) -> None:
     """Export a model to an OCI image archive"""
     from pathlib import Path
 
-    from corral import archive, config
+    from corral import config
+    from corral.store import archive
     from corral.store.names import InvalidModelName
     from corral.store.store import Store, StoreError
 
@@ -356,7 +357,8 @@ def export(model: str, output: str) -> None:
 @click.option("--name", help="Store the model under this name (default: the name recorded in the archive)")
 def import_(archive_path: str, name: str | None) -> None:
     """Import a model from an OCI image archive"""
-    from corral import archive, config
+    from corral import config
+    from corral.store import archive
     from corral.store.names import InvalidModelName
     from corral.store.store import Store, StoreError
 

@@ -226,7 +226,7 @@ def import_gguf(store: Store, path: Path, *, log: TextIO | None = None) -> tuple
     file costs no disk. A builtin template equal to the GGUF's own Jinja template is added when one is found
     (as ``create`` does); otherwise the model has no TEMPLATE layer and the engine applies the Jinja template.
     """
-    from corral.bundled import add_gguf_model
+    from corral.authoring.bundled import add_gguf_model
     from corral.store.gguf_info import read_gguf_info
     from corral.templates.detect import detect
 

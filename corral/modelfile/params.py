@@ -1,6 +1,6 @@
 """PARAMETER values: typed as Ollama's ``api.FormatParams`` types them, and written back for ``show --modelfile``.
 
-The option types come from :mod:`corral.options`; which names a Modelfile may set, and which old names are
+The option types come from :mod:`corral.inference.options`; which names a Modelfile may set, and which old names are
 accepted with a warning and dropped, follow Ollama's ``api.Options`` and ``parser.deprecatedParameters``.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from corral import options
+from corral.inference import options
 from corral.modelfile.parser import COMMANDS, Command, ModelfileError
 
 # The json tags of Ollama's api.Options (plus its embedded Runner) that a Modelfile may set.

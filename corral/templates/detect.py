@@ -68,7 +68,7 @@ def builtin(name: str) -> tuple[str, dict[str, Any]]:
 
 def jinja_capabilities(chat_template: str) -> set[str]:
     """Ollama's reading of a Jinja template (``tools``/``tool_call`` -> tools, ``<think>`` and ``</think>`` ->
-    thinking), the same rule :mod:`corral.model` applies on the native path."""
+    thinking), the same rule :mod:`corral.store.model` applies on the native path."""
     caps = set()
     if "tools" in chat_template or "tool_call" in chat_template:
         caps.add("tools")

@@ -21,8 +21,8 @@ from collections.abc import Callable
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from corral.api import hotpath, reqlog, security
-from corral.api.coalesce import HeadWithBody
+from corral.http import hotpath, reqlog, security
+from corral.http.coalesce import HeadWithBody
 from corral.store.store import Store
 
 # Request headers that mean the request is not a plain poll: a body, a browser origin, an upgrade, an expectation.
@@ -59,7 +59,7 @@ class FastLane:
 
 def protocol_class(lane: FastLane | None) -> type[asyncio.Protocol]:
     """uvicorn's httptools protocol with the lane (when given) in front of its ASGI dispatch, and every other
-    response's head sent with its first body bytes (``corral.api.coalesce``); for ``uvicorn.Config(http=...)``."""
+    response's head sent with its first body bytes (``corral.http.coalesce``); for ``uvicorn.Config(http=...)``."""
 
     class FastLaneProtocol(HttpToolsProtocol):
         _answered = False

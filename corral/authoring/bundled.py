@@ -19,7 +19,7 @@ from corral.store.gguf_info import read_gguf_info
 from corral.store.names import parse_name
 from corral.store.store import ModelNotFound, Store
 
-log = logging.getLogger("corral.bundled")
+log = logging.getLogger("corral.authoring.bundled")
 
 
 @dataclass(frozen=True)

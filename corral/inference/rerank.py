@@ -14,11 +14,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from corral import metrics, options
+from corral import metrics
 from corral.errors import InferenceError, RequestError
-from corral.generation import Engine
-from corral.model import Model
-from corral.runner.client import EngineClient, EngineError, EngineUnreachable
+from corral.inference import options
+from corral.inference.runner.client import EngineClient, EngineError, EngineUnreachable
+from corral.inference.service import Engine
+from corral.store.model import Model
 
 # Special tokens around a pair when the GGUF has no rerank prompt: BOS, EOS, SEP, EOS.
 PAIR_OVERHEAD = 4

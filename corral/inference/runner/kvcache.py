@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from corral import config
-from corral.runner.client import EngineClient
+from corral.inference.runner.client import EngineClient
 
 log = logging.getLogger("corral.kvcache")
 

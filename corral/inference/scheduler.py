@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corral import config, memory
-from corral.runner import kvcache
-from corral.runner.process import LaunchSpec, RunnerError, RunnerProcess
+from corral import config
+from corral.inference import memory
+from corral.inference.runner import kvcache
+from corral.inference.runner.process import LaunchSpec, RunnerError, RunnerProcess
 
-log = logging.getLogger("corral.scheduler")
+log = logging.getLogger("corral.inference.scheduler")
 
 FOREVER = float("inf")
 

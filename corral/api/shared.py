@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import Request
 
-from corral.api.errors import APIError
-from corral.generation import Engine
-from corral.model import Model, load_model
+from corral.http.errors import APIError
+from corral.inference.service import Engine
+from corral.store.model import Model, load_model
 from corral.store.names import InvalidModelName
 from corral.store.store import ModelNotFound, Store
 

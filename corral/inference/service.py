@@ -16,17 +16,18 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from corral import config, memory, metrics, options, speculative
+from corral import config, metrics
 from corral.errors import InferenceError, RequestError
-from corral.model import Model, parse_template
+from corral.inference import memory, options, speculative
+from corral.inference.runner import kvcache
+from corral.inference.runner.client import EngineClient, EngineError, EngineUnreachable
+from corral.inference.runner.process import LaunchSpec
+from corral.inference.scheduler import Loaded, Scheduler
+from corral.inference.structured import engine_schema
 from corral.parsers.forced import ForcedCallReader, call_schema, tool_name
+from corral.parsers.shaping import OutputShaper, tool_call_id
 from corral.parsers.tools import jinja_tool_call_prefix, tool_call_prefix
-from corral.runner import kvcache
-from corral.runner.client import EngineClient, EngineError, EngineUnreachable
-from corral.runner.process import LaunchSpec
-from corral.scheduler import Loaded, Scheduler
-from corral.shaping import OutputShaper, tool_call_id
-from corral.structured import engine_schema
+from corral.store.model import Model, parse_template
 from corral.templates import prompt as prompts
 from corral.templates.gotemplate import Template, TemplateError
 

@@ -14,9 +14,9 @@ def serve(bind: HostPort | None = None) -> None:
     """Bind to CORRAL_HOST/OLLAMA_HOST (default 127.0.0.1:11434) and serve; runners stop when this returns."""
     import uvicorn
 
-    from corral.api import fastlane
     from corral.api.streaming import begin_shutdown
-    from corral.app import create_app
+    from corral.http import fastlane
+    from corral.http.app import create_app
 
     class Server(uvicorn.Server):
         """Tells streams in flight to finish with an error line as soon as a stop signal arrives."""
@@ -36,11 +36,11 @@ def serve(bind: HostPort | None = None) -> None:
         stream=sys.stderr,
     )
     logging.getLogger("httpx").setLevel(logging.DEBUG if config.debug() else logging.WARNING)
-    logging.getLogger("corral.server").info(
+    logging.getLogger("corral.http.server").info(
         "Listening on %s:%d (corral %s), models in %s", bind.host, bind.port, __version__, config.models_dir()
     )
     if not bind.is_loopback and config.api_key() is None:
-        logging.getLogger("corral.server").warning(
+        logging.getLogger("corral.http.server").warning(
             "listening beyond loopback without CORRAL_API_KEY: every host that can reach %s:%d can use this server",
             bind.host, bind.port)
     app = create_app(bind=bind)

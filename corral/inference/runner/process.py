@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corral import config
-from corral.runner.client import EngineClient
+from corral.inference.runner.client import EngineClient
 
 log = logging.getLogger("corral.runner")
 
@@ -46,7 +46,7 @@ class LaunchSpec:
     pooling: str | None = None  # "last" to embed with a decoder LLM; None: the GGUF's own pooling
     adapters: list[str] = field(default_factory=list)
     slot_save_path: str | None = None
-    # Speculative decoding (corral.speculative): engine method names (--spec-type), a draft model and its length.
+    # Speculative decoding (corral.inference.speculative): engine method names (--spec-type), a draft model, its length.
     speculative: list[str] = field(default_factory=list)
     draft: str | None = None
     draft_max: int = 0
@@ -126,7 +126,7 @@ class RunnerProcess:
             self.url = f"http://127.0.0.1:{port}"
         else:
             self._proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "corral.runner.engine_main",
+                sys.executable, "-m", "corral.inference.runner.wheel",
                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
                 env=env, limit=1 << 20,
             )

@@ -10,28 +10,17 @@ from pathlib import Path
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
-from corral import __version__, bundled, config, metrics
-from corral.api import (
-    anthropic,
-    auth,
-    create,
-    errors,
-    fastlane,
-    hotpath,
-    native,
-    openai,
-    reqlog,
-    responses,
-    security,
-    transfer,
-)
+from corral import __version__, config, metrics
+from corral.api import anthropic, create, native, openai, responses, transfer
 from corral.api import rerank as rerank_api
-from corral.api.middleware import AssumeJSONBody
-from corral.generation import Engine
-from corral.scheduler import Scheduler
+from corral.authoring import bundled
+from corral.http import auth, errors, fastlane, hotpath, reqlog, security
+from corral.http.middleware import AssumeJSONBody
+from corral.inference.scheduler import Scheduler
+from corral.inference.service import Engine
 from corral.store.store import Store
 
-log = logging.getLogger("corral.server")
+log = logging.getLogger("corral.http.server")
 
 # Ollama's CORS header list, so browser clients of the OpenAI SDK work.
 ALLOWED_HEADERS = [

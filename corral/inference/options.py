@@ -14,7 +14,7 @@ from typing import Any
 
 from corral import config
 
-log = logging.getLogger("corral.options")
+log = logging.getLogger("corral.inference.options")
 
 INT_OPTIONS = {
     "num_keep", "seed", "num_predict", "top_k", "repeat_last_n", "mirostat",

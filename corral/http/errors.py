@@ -10,12 +10,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from corral.api.reqlog import log_unhandled
-from corral.generation import InferenceError, RequestError
-from corral.model import ModelError
-from corral.options import OptionError
-from corral.runner.process import RunnerError
-from corral.scheduler import ServerBusy
+from corral.http.reqlog import log_unhandled
+from corral.inference.options import OptionError
+from corral.inference.runner.process import RunnerError
+from corral.inference.scheduler import ServerBusy
+from corral.inference.service import InferenceError, RequestError
+from corral.store.model import ModelError
 from corral.store.names import InvalidModelName
 from corral.store.store import DigestMismatch, InvalidDigest, ModelNotFound, StoreError
 from corral.templates.gotemplate import TemplateError

@@ -20,7 +20,7 @@ from typing import Any
 from corral import config
 from corral.store.gguf_info import GGUFInfo
 
-log = logging.getLogger("corral.speculative")
+log = logging.getLogger("corral.inference.speculative")
 
 DRAFT_NUM_PREDICT_DEFAULT = 4  # Ollama's default for a separate draft model
 

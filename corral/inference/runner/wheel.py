@@ -1,6 +1,6 @@
 """The runner child process: hosts llama.cpp's server engine (``xllamacpp.Server``) on one model.
 
-Run as ``python -m corral.runner.engine_main``. It reads its launch spec as one JSON object on stdin (so the API key
+Run as ``python -m corral.inference.runner.wheel``. It reads its launch spec as one JSON object on stdin (so the API key
 never appears in the process list), starts the engine on a private loopback port guarded by that key, prints one
 JSON line ``{"event": "ready", "url": ...}`` (or ``{"event": "error", ...}``) on stdout, and then lives until it is
 told to stop or its parent dies. Keeping the engine in its own process means a crash or an out-of-memory in a model
