@@ -16,9 +16,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from corral.api import anthropic as ant
-from corral.inference.service import Final, InferenceError, Piece
+from corral.errors import InferenceError
+from corral.inference.service import Final, Piece
 from tests.conftest import MODEL, ServerProcess
-from tests.scripted import CALL, FAKE_MODEL, ScriptedEngine
+from tests.scripted import CALL, FAKE_MODEL, ScriptedService
 
 GREEDY: dict[str, Any] = {"extra_body": {"temperature": 0}}
 ASK = [{"role": "user", "content": "Why is the sky blue?"}]
@@ -184,18 +185,18 @@ TOOL = {"name": "weather", "description": "Weather now", "input_schema": {
 
 
 @pytest.fixture
-def scripted(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[anthropic.Anthropic, ScriptedEngine]]:
+def scripted(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[anthropic.Anthropic, ScriptedService]]:
     monkeypatch.setattr(ant, "resolve_model", lambda store, name: FAKE_MODEL)
-    engine = ScriptedEngine()
+    engine = ScriptedService()
     app = FastAPI()
     app.state.store = None
-    app.state.engine = engine
+    app.state.service = engine
     app.include_router(ant.router)
     with TestClient(app) as http:
         yield anthropic.Anthropic(base_url="http://testserver", api_key="x", http_client=http, max_retries=0), engine
 
 
-def test_thinking_text_and_tool_use_non_streaming(scripted: tuple[anthropic.Anthropic, ScriptedEngine]) -> None:
+def test_thinking_text_and_tool_use_non_streaming(scripted: tuple[anthropic.Anthropic, ScriptedService]) -> None:
     client, engine = scripted
     engine.items = [Piece(thinking="Need data."), Piece(content="Checking."), Piece(tool_calls=[CALL]),
                     Final(done_reason="stop", prompt_eval_count=20, eval_count=6)]
@@ -215,7 +216,7 @@ def test_thinking_text_and_tool_use_non_streaming(scripted: tuple[anthropic.Anth
         "name": "weather", "description": "Weather now", "parameters": TOOL["input_schema"]}}]
 
 
-def test_thinking_text_and_tool_use_streaming(scripted: tuple[anthropic.Anthropic, ScriptedEngine]) -> None:
+def test_thinking_text_and_tool_use_streaming(scripted: tuple[anthropic.Anthropic, ScriptedService]) -> None:
     client, engine = scripted
     engine.items = [Piece(thinking="Need"), Piece(thinking=" data."), Piece(content="Checking"),
                     Piece(content="."), Piece(tool_calls=[CALL]),
@@ -238,7 +239,7 @@ def test_thinking_text_and_tool_use_streaming(scripted: tuple[anthropic.Anthropi
     assert (final.usage.input_tokens, final.usage.output_tokens) == (20, 6)
 
 
-def test_request_mapping_to_the_engine(scripted: tuple[anthropic.Anthropic, ScriptedEngine]) -> None:
+def test_request_mapping_to_the_engine(scripted: tuple[anthropic.Anthropic, ScriptedService]) -> None:
     client, engine = scripted
     engine.items = [Final(done_reason="length")]
     m = client.messages.create(
@@ -269,7 +270,7 @@ def test_request_mapping_to_the_engine(scripted: tuple[anthropic.Anthropic, Scri
     ]
 
 
-def test_failure_after_streaming_began_is_an_error_event(scripted: tuple[anthropic.Anthropic, ScriptedEngine]) -> None:
+def test_failure_after_streaming_began_is_an_error_event(scripted: tuple[anthropic.Anthropic, ScriptedService]) -> None:
     client, engine = scripted
     engine.items = [Piece(content="partial"), InferenceError("llama-server process no longer running: -9")]
     with (pytest.raises(anthropic.APIStatusError, match="no longer running"),
@@ -278,7 +279,7 @@ def test_failure_after_streaming_began_is_an_error_event(scripted: tuple[anthrop
             pass
 
 
-def test_failure_before_streaming_keeps_its_status(scripted: tuple[anthropic.Anthropic, ScriptedEngine]) -> None:
+def test_failure_before_streaming_keeps_its_status(scripted: tuple[anthropic.Anthropic, ScriptedService]) -> None:
     client, engine = scripted
     engine.items = [InferenceError("failed to load model")]
     with pytest.raises(anthropic.InternalServerError) as info:
@@ -287,7 +288,7 @@ def test_failure_before_streaming_keeps_its_status(scripted: tuple[anthropic.Ant
     assert isinstance(body, dict) and body["error"] == {"type": "api_error", "message": "failed to load model"}
 
 
-def test_tool_choice_mapping_to_the_engine(scripted: tuple[anthropic.Anthropic, ScriptedEngine]) -> None:
+def test_tool_choice_mapping_to_the_engine(scripted: tuple[anthropic.Anthropic, ScriptedService]) -> None:
     client, engine = scripted
     engine.items = [Final(done_reason="stop")]
     cases: list[tuple[Any, tuple[Any, ...]]] = [

@@ -20,10 +20,11 @@ from typing import Any
 
 import pytest
 
-from corral.cli import autostart, display, format, main, modelfile, params, progress, run, views
-from corral.cli.client import APIError, Client
+from corral.cli import autostart, display, format, main, modelfile, params, progress, run, turn, views
+from corral.cli.client import Client, ClientError
 from corral.cli.interactive import Exit, Session
 from corral.config import parse_host
+from corral.humanize import human_number
 
 NOW = datetime(2026, 8, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -153,7 +154,7 @@ def test_human_bytes_matches_ollama(size: int, text: str) -> None:
      (500_000, "500K"), (999, "999")],
 )
 def test_human_number(count: int, text: str) -> None:
-    assert format.human_number(count) == text
+    assert human_number(count) == text
 
 
 @pytest.mark.parametrize(
@@ -563,11 +564,11 @@ def test_join_prompt_puts_stdin_first() -> None:
 
 
 def test_format_field_and_chat_body() -> None:
-    assert run.format_field("json") == "json"
-    assert run.format_field('{"type": "object"}') == {"type": "object"}
-    assert run.format_field("") is None
-    opts = run.RunOptions(model="m", format="json", options={"seed": 1}, think="high", keep_alive="5m0s")
-    body = run.chat_body(opts, [{"role": "user", "content": "x"}])
+    assert turn.format_field("json") == "json"
+    assert turn.format_field('{"type": "object"}') == {"type": "object"}
+    assert turn.format_field("") is None
+    opts = turn.RunOptions(model="m", format="json", options={"seed": 1}, think="high", keep_alive="5m0s")
+    body = turn.chat_body(opts, [{"role": "user", "content": "x"}])
     assert body == {"model": "m", "messages": [{"role": "user", "content": "x"}], "stream": True, "format": "json",
                     "options": {"seed": 1}, "think": "high", "keep_alive": "5m0s"}
 
@@ -575,11 +576,11 @@ def test_format_field_and_chat_body() -> None:
 def test_extract_media(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     image = tmp_path / "cat.png"
     image.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 10)
-    text, images = run.extract_media(f"what is in {image} please")
+    text, images = turn.extract_media(f"what is in {image} please")
     assert text == "what is in  please"
     assert len(images) == 1
     assert f"Added image '{image}'" in capsys.readouterr().err
-    assert run.extract_media("see /nonexistent/x.png") == ("see /nonexistent/x.png", [])
+    assert turn.extract_media("see /nonexistent/x.png") == ("see /nonexistent/x.png", [])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -850,16 +851,16 @@ def test_broken_pipe_exits_quietly() -> None:
 
 
 @pytest.fixture
-def session(stub: Stub) -> Iterator[tuple[Session, list[run.RunOptions], io.StringIO, io.StringIO]]:
-    sent: list[run.RunOptions] = []
+def session(stub: Stub) -> Iterator[tuple[Session, list[turn.RunOptions], io.StringIO, io.StringIO]]:
+    sent: list[turn.RunOptions] = []
 
-    def fake_chat(client: Client, opts: run.RunOptions) -> dict[str, Any]:
-        sent.append(run.RunOptions(**{**opts.__dict__, "messages": list(opts.messages)}))
+    def fake_chat(client: Client, opts: turn.RunOptions) -> dict[str, Any]:
+        sent.append(turn.RunOptions(**{**opts.__dict__, "messages": list(opts.messages)}))
         return {"role": "assistant", "content": f"reply {len(sent)}"}
 
     out, err = io.StringIO(), io.StringIO()
     with Client(parse_host(f"127.0.0.1:{stub.port}")) as client:
-        yield Session(client, run.RunOptions(model="m"), out=out, err=err, chat_fn=fake_chat), sent, out, err
+        yield Session(client, turn.RunOptions(model="m"), out=out, err=err, chat_fn=fake_chat), sent, out, err
 
 
 def test_session_sends_messages_and_keeps_history(session: Any) -> None:
@@ -952,11 +953,11 @@ def test_session_load_and_save(session: Any, stub: Stub) -> None:
 
 
 def test_session_failed_turn_leaves_no_question(stub: Stub) -> None:
-    def failing(client: Client, opts: run.RunOptions) -> dict[str, Any]:
-        raise APIError("boom", 500)
+    def failing(client: Client, opts: turn.RunOptions) -> dict[str, Any]:
+        raise ClientError("boom", 500)
 
     with Client(parse_host(f"127.0.0.1:{stub.port}")) as client:
-        s = Session(client, run.RunOptions(model="m"), out=io.StringIO(), err=io.StringIO(), chat_fn=failing)
-        with pytest.raises(APIError):
+        s = Session(client, turn.RunOptions(model="m"), out=io.StringIO(), err=io.StringIO(), chat_fn=failing)
+        with pytest.raises(ClientError):
             s.handle("hello")
         assert s.opts.messages == []

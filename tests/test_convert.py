@@ -26,7 +26,8 @@ import numpy as np
 import pytest
 from conftest import MINILM_DIR, bundled_file
 
-from corral.convert import ConvertError, convert_directory
+from corral.convert import convert_directory
+from corral.errors import ConvertError
 from corral.store.gguf_info import read_gguf_info
 
 ENGINE_SCRIPT = r"""

@@ -24,7 +24,8 @@ import pytest
 from conftest import MODEL, SMOL_FILE, ServerProcess, bundled_file, running_server
 from test_template_detect import tiny_gguf  # the shared small-GGUF writer
 
-from corral.authoring import CreateError, CreateSpec, Creator, pipeline
+from corral.authoring import CreateSpec, Creator, pipeline
+from corral.errors import CreateError
 from corral.store import manifest as mf
 from corral.store.store import Store
 

@@ -184,7 +184,8 @@ def test_sigkill_during_blob_upload_leaves_no_partial_blob(tmp_path: Path) -> No
 
 DISK_FULL_SCRIPT = r"""
 import resource, signal, sys
-from corral.store.store import Store, StoreError
+from corral.store.store import Store
+from corral.errors import StoreError
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # get EFBIG from write() instead of being killed
 resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
 store = Store(sys.argv[1])

@@ -27,7 +27,8 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 from schemathesis.checks import content_type_conformance, response_schema_conformance
 
-from corral.store.names import InvalidModelName, parse_name
+from corral.errors import InvalidModelName
+from corral.store.names import parse_name
 
 MISSING_MODEL = "fuzz-missing-model:latest"
 GENERATIVE = re.compile(r"^/api/(generate|chat)$|^/v1/(chat/completions|completions|messages)$")

@@ -16,14 +16,9 @@ from conftest import SMOL_FILE, bundled_file
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from corral.store.gguf_info import (
-    EAGER_ARRAY_LIMIT,
-    GGUFInfo,
-    InvalidGGUF,
-    file_type_name,
-    human_number,
-    read_gguf_info,
-)
+from corral.errors import InvalidGGUF
+from corral.humanize import human_number
+from corral.store.gguf_info import EAGER_ARRAY_LIMIT, GGUFInfo, file_type_name, read_gguf_info
 
 
 def smollm_path() -> Path:

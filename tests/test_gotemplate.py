@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from corral.errors import TemplateError
 from corral.templates import gotemplate as gt
 from corral.templates.gotemplate import (
     ActionNode,
@@ -18,7 +19,6 @@ from corral.templates.gotemplate import (
     IfNode,
     ListNode,
     RangeNode,
-    TemplateError,
     TextNode,
     go_json,
     go_sprintf,

@@ -61,7 +61,7 @@ def test_an_in_place_rewrite_of_the_same_size_is_seen(store: Store) -> None:
 
 
 def test_a_removed_model_is_not_found(store: Store) -> None:
-    from corral.store.store import ModelNotFound
+    from corral.errors import ModelNotFound
 
     _write(store, "m:1", "first")
     _backdate(store, "m:1", 60)

@@ -7,10 +7,10 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from corral.errors import ModelfileError
 from corral.modelfile import (
     COMMANDS,
     Command,
-    ModelfileError,
     format_modelfile,
     format_value,
     parse,

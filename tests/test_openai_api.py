@@ -17,9 +17,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from corral.api import openai as oai
-from corral.inference.service import Final, InferenceError, Piece
+from corral.errors import InferenceError
+from corral.inference.service import Final, Piece
 from tests.conftest import MODEL, ServerProcess
-from tests.scripted import CALL, FAKE_MODEL, ScriptedEngine
+from tests.scripted import CALL, FAKE_MODEL, ScriptedService
 
 GREEDY: dict[str, Any] = {"temperature": 0}
 ASK = [{"role": "user", "content": "Why is the sky blue?"}]
@@ -300,18 +301,18 @@ def test_openapi_documents_the_v1_routes(server: ServerProcess) -> None:
 
 
 @pytest.fixture
-def scripted(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[openai.OpenAI, ScriptedEngine]]:
+def scripted(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[openai.OpenAI, ScriptedService]]:
     monkeypatch.setattr(oai, "resolve_model", lambda store, name: FAKE_MODEL)
-    engine = ScriptedEngine([])
+    engine = ScriptedService([])
     app = FastAPI()
     app.state.store = None
-    app.state.engine = engine
+    app.state.service = engine
     app.include_router(oai.router)
     with TestClient(app) as http:
         yield openai.OpenAI(base_url="http://testserver/v1", api_key="x", http_client=http, max_retries=0), engine
 
 
-def test_tool_calls_and_reasoning_non_streaming(scripted: tuple[openai.OpenAI, ScriptedEngine]) -> None:
+def test_tool_calls_and_reasoning_non_streaming(scripted: tuple[openai.OpenAI, ScriptedService]) -> None:
     client, engine = scripted
     engine.items = [Piece(thinking="Let me look."), Piece(tool_calls=[CALL]),
                     Final(done_reason="stop", prompt_eval_count=9, eval_count=4)]
@@ -330,7 +331,7 @@ def test_tool_calls_and_reasoning_non_streaming(scripted: tuple[openai.OpenAI, S
     assert req.options == {"temperature": 1.0, "top_p": 1.0}  # OpenAI's defaults, as Ollama sends them
 
 
-def test_tool_call_deltas_and_reasoning_chunks_when_streaming(scripted: tuple[openai.OpenAI, ScriptedEngine]) -> None:
+def test_tool_call_deltas_and_reasoning_chunks_when_streaming(scripted: tuple[openai.OpenAI, ScriptedService]) -> None:
     client, engine = scripted
     engine.items = [Piece(thinking="Hmm", content="Checking"), Piece(tool_calls=[{"function": {
         "name": "weather", "arguments": {}}}]), Final(done_reason="stop", prompt_eval_count=3, eval_count=2)]
@@ -345,7 +346,7 @@ def test_tool_call_deltas_and_reasoning_chunks_when_streaming(scripted: tuple[op
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
 
 
-def test_request_mapping_to_the_engine(scripted: tuple[openai.OpenAI, ScriptedEngine]) -> None:
+def test_request_mapping_to_the_engine(scripted: tuple[openai.OpenAI, ScriptedService]) -> None:
     client, engine = scripted
     engine.items = [Final(done_reason="stop")]
     client.chat.completions.create(
@@ -371,7 +372,7 @@ def test_request_mapping_to_the_engine(scripted: tuple[openai.OpenAI, ScriptedEn
     ]
 
 
-def test_failure_after_streaming_began_is_an_error_event(scripted: tuple[openai.OpenAI, ScriptedEngine]) -> None:
+def test_failure_after_streaming_began_is_an_error_event(scripted: tuple[openai.OpenAI, ScriptedService]) -> None:
     client, engine = scripted
     engine.items = [Piece(content="partial"), InferenceError("llama-server process no longer running: -9")]
     stream = client.chat.completions.create(model="fake", messages=ASK, stream=True)
@@ -380,7 +381,7 @@ def test_failure_after_streaming_began_is_an_error_event(scripted: tuple[openai.
             pass
 
 
-def test_failure_before_streaming_keeps_its_status(scripted: tuple[openai.OpenAI, ScriptedEngine]) -> None:
+def test_failure_before_streaming_keeps_its_status(scripted: tuple[openai.OpenAI, ScriptedService]) -> None:
     client, engine = scripted
     engine.items = [InferenceError("failed to load model")]
     with pytest.raises(openai.InternalServerError) as info:
@@ -407,7 +408,7 @@ def test_embeddings_errors(client: openai.OpenAI) -> None:
         client.embeddings.create(model="all-minilm", input="")
 
 
-def test_tool_choice_mapping_to_the_engine(scripted: tuple[openai.OpenAI, ScriptedEngine]) -> None:
+def test_tool_choice_mapping_to_the_engine(scripted: tuple[openai.OpenAI, ScriptedService]) -> None:
     client, engine = scripted
     engine.items = [Final(done_reason="stop")]
     tools: Any = [{"type": "function", "function": {"name": n, "parameters": {"type": "object"}}} for n in "ab"]
@@ -425,7 +426,7 @@ def test_tool_choice_mapping_to_the_engine(scripted: tuple[openai.OpenAI, Script
     assert (req.tool_choice, req.tool_choice_names, req.tool_call_deltas) == ("required", ["a"], True)
 
 
-def test_streamed_call_deltas_are_openais_incremental_format(scripted: tuple[openai.OpenAI, ScriptedEngine]) -> None:
+def test_streamed_call_deltas_are_openais_incremental_format(scripted: tuple[openai.OpenAI, ScriptedService]) -> None:
     client, engine = scripted
     engine.items = [Piece(tool_call_delta={"index": 0, "id": "call_x", "name": "weather"}),
                     Piece(tool_call_delta={"index": 0, "arguments": '{"city": '}),

@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corral.templates.gotemplate import Template, TemplateError, parse
+from corral.errors import TemplateError
+from corral.templates.gotemplate import Template, parse
 from corral.templates.prompt import (
     DEFAULT_TEMPLATE,
     cut_at_response,

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from corral.errors import RegistryError
 from corral.registry import download
-from corral.registry.errors import RegistryError
 from corral.registry.options import TransferOptions
 from corral.registry.pull import pull_model
 from corral.registry.push import push_model

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 import pytest
 
-from corral.registry.errors import RegistryError
+from corral.errors import RegistryError
 from corral.registry.options import TransferOptions
 from corral.registry.pull import pull_model
 from corral.registry.push import push_model
@@ -97,7 +97,7 @@ def test_push_delete_pull_smollm2_round_trip(fresh_server: ServerProcess, regist
     store = Store(fresh_server.models)
     assert corral(fresh_server, "cp", MODEL, name).returncode == 0
     original = store.read_manifest(name)
-    weights = original.manifest.layers_of(mf.MEDIA_MODEL)[0].digest
+    weights = next(layer.digest for layer in original.manifest.layers if layer.media_type == mf.MEDIA_MODEL)
     kept = fresh_server.models.parent / "weights.gguf"
     shutil.copyfile(store.blob_path(weights), kept)
 

@@ -22,7 +22,8 @@ from conftest import MINILM_DIR, bundled_file
 
 from corral.authoring.bundled import add_gguf_model
 from corral.convert import convert_directory
-from corral.inference.runner.process import LaunchSpec
+from corral.inference.runner.process import server_flags
+from corral.inference.runner.spec import LaunchSpec
 from corral.store.gguf_info import read_gguf_info
 from corral.store.store import Store
 from tests.conftest import ServerProcess, running_server
@@ -193,15 +194,15 @@ def test_openapi_documents_rerank(rr_server: ServerProcess) -> None:
 
 def test_launch_spec_enables_reranking(tmp_path: Path) -> None:
     spec = LaunchSpec(model="m.gguf", num_ctx=512, parallel=1, embedding=True, reranking=True)
-    args = spec.external_args("llama-server", 8080, "key")
+    args = server_flags(spec, "llama-server", 8080, "key")
     assert "--reranking" in args and "--embedding" in args
-    assert "--reranking" not in LaunchSpec(model="m.gguf", num_ctx=512, parallel=1).external_args("x", 1, "k")
+    assert "--reranking" not in server_flags(LaunchSpec(model="m.gguf", num_ctx=512, parallel=1), "x", 1, "k")
 
     import xllamacpp
 
     from corral.inference.runner.wheel import build_params
 
-    params = build_params({**spec.to_json("key"), "port": 0})
+    params = build_params({**spec.to_json(), "api_key": "key", "port": 0})
     assert params.embedding is True
     assert params.pooling_type == xllamacpp.llama_pooling_type.LLAMA_POOLING_TYPE_RANK
 

@@ -17,9 +17,10 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from corral.api import responses as resp
-from corral.inference.service import Final, InferenceError, Piece
+from corral.errors import InferenceError
+from corral.inference.service import Final, Piece
 from tests.conftest import MODEL, ServerProcess
-from tests.scripted import CALL, FAKE_MODEL, ScriptedEngine
+from tests.scripted import CALL, FAKE_MODEL, ScriptedService
 
 ASK = "Why is the sky blue?"
 PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
@@ -157,18 +158,18 @@ def test_openapi_documents_the_route(server: ServerProcess) -> None:
 
 
 @pytest.fixture
-def scripted(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[openai.OpenAI, ScriptedEngine]]:
+def scripted(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[openai.OpenAI, ScriptedService]]:
     monkeypatch.setattr(resp, "resolve_model", lambda store, name: FAKE_MODEL)
-    engine = ScriptedEngine()
+    engine = ScriptedService()
     app = FastAPI()
     app.state.store = None
-    app.state.engine = engine
+    app.state.service = engine
     app.include_router(resp.router)
     with TestClient(app) as http:
         yield openai.OpenAI(base_url="http://testserver/v1", api_key="x", http_client=http, max_retries=0), engine
 
 
-def test_reasoning_and_function_calls_non_streaming(scripted: tuple[openai.OpenAI, ScriptedEngine]) -> None:
+def test_reasoning_and_function_calls_non_streaming(scripted: tuple[openai.OpenAI, ScriptedService]) -> None:
     client, engine = scripted
     engine.items = [Piece(thinking="Let me look."), Piece(tool_calls=[CALL]),
                     Final(done_reason="stop", prompt_eval_count=9, eval_count=4)]
@@ -186,7 +187,7 @@ def test_reasoning_and_function_calls_non_streaming(scripted: tuple[openai.OpenA
     assert req.options == {"temperature": 1.0}  # top_p only when given, as Ollama
 
 
-def test_streamed_reasoning_text_and_function_call_events(scripted: tuple[openai.OpenAI, ScriptedEngine]) -> None:
+def test_streamed_reasoning_text_and_function_call_events(scripted: tuple[openai.OpenAI, ScriptedService]) -> None:
     client, engine = scripted
     engine.items = [Piece(thinking="Hmm"), Piece(thinking=" ok"), Piece(content="Checking"),
                     Piece(tool_calls=[{"function": {"name": "weather", "arguments": {}}}]),
@@ -212,7 +213,7 @@ def test_streamed_reasoning_text_and_function_call_events(scripted: tuple[openai
     assert call.type == "function_call" and call.arguments == "{}" and call.call_id.startswith("call_")
 
 
-def test_completed_when_the_model_stops(scripted: tuple[openai.OpenAI, ScriptedEngine]) -> None:
+def test_completed_when_the_model_stops(scripted: tuple[openai.OpenAI, ScriptedService]) -> None:
     client, engine = scripted
     engine.items = [Piece(content="Hi"), Final(done_reason="stop", eval_count=1)]
     r = client.responses.create(model="fake", input="Hi")
@@ -221,7 +222,7 @@ def test_completed_when_the_model_stops(scripted: tuple[openai.OpenAI, ScriptedE
     assert events[-1].type == "response.completed" and events[-1].response.status == "completed"
 
 
-def test_request_mapping_to_the_engine(scripted: tuple[openai.OpenAI, ScriptedEngine]) -> None:
+def test_request_mapping_to_the_engine(scripted: tuple[openai.OpenAI, ScriptedService]) -> None:
     client, engine = scripted
     engine.items = [Final(done_reason="stop")]
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
@@ -251,7 +252,7 @@ def test_request_mapping_to_the_engine(scripted: tuple[openai.OpenAI, ScriptedEn
     ]
 
 
-def test_failure_after_streaming_began_is_response_failed(scripted: tuple[openai.OpenAI, ScriptedEngine]) -> None:
+def test_failure_after_streaming_began_is_response_failed(scripted: tuple[openai.OpenAI, ScriptedService]) -> None:
     client, engine = scripted
     engine.items = [Piece(content="partial"), InferenceError("llama-server process no longer running: -9")]
     events = list(client.responses.create(model="fake", input="Hi", stream=True))
@@ -261,7 +262,7 @@ def test_failure_after_streaming_began_is_response_failed(scripted: tuple[openai
     assert last.sequence_number == len(events) - 1
 
 
-def test_failure_before_streaming_keeps_its_status(scripted: tuple[openai.OpenAI, ScriptedEngine]) -> None:
+def test_failure_before_streaming_keeps_its_status(scripted: tuple[openai.OpenAI, ScriptedService]) -> None:
     client, engine = scripted
     engine.items = [InferenceError("failed to load model")]
     with pytest.raises(openai.InternalServerError) as info:
@@ -269,7 +270,7 @@ def test_failure_before_streaming_keeps_its_status(scripted: tuple[openai.OpenAI
     assert info.value.body == {"message": "failed to load model", "type": "api_error", "param": None, "code": None}
 
 
-def test_streamed_call_deltas_and_tool_choice_echo(scripted: tuple[openai.OpenAI, ScriptedEngine]) -> None:
+def test_streamed_call_deltas_and_tool_choice_echo(scripted: tuple[openai.OpenAI, ScriptedService]) -> None:
     client, engine = scripted
     engine.items = [Piece(content="Sure."),
                     Piece(tool_call_delta={"index": 0, "id": "call_x", "name": "weather"}),

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from conftest import SMOL_FILE, bundled_file
 
-from corral.inference.runner.client import EngineClient, EngineError, EngineUnreachable
+from corral.errors import RunnerReplyError, RunnerUnreachable
+from corral.inference.runner.client import RunnerClient
 
 KEY = "runner-client-test-key"
 
@@ -49,7 +50,7 @@ def run(coro: Any) -> Any:
 
 
 def test_plain_requests(engine_url: str) -> None:
-    client = EngineClient(engine_url, KEY)
+    client = RunnerClient(engine_url, KEY)
     assert run(client.healthy())
     tokens = run(client.tokenize("Hello world"))
     assert tokens and run(client.detokenize(tokens)) == "Hello world"
@@ -57,7 +58,7 @@ def test_plain_requests(engine_url: str) -> None:
 
 
 def test_stream_yields_every_event_then_the_final_one(engine_url: str) -> None:
-    client = EngineClient(engine_url, KEY)
+    client = RunnerClient(engine_url, KEY)
 
     async def collect() -> list[dict[str, Any]]:
         return [e async for e in client.stream("/completion", {"prompt": "1, 2, 3,", "n_predict": 12,
@@ -70,24 +71,24 @@ def test_stream_yields_every_event_then_the_final_one(engine_url: str) -> None:
 
 
 def test_engine_errors_keep_their_status(engine_url: str) -> None:
-    with pytest.raises(EngineError) as info:
-        run(EngineClient(engine_url, "wrong-key").tokenize("x"))
-    assert info.value.status == 401
+    with pytest.raises(RunnerReplyError) as info:
+        run(RunnerClient(engine_url, "wrong-key").tokenize("x"))
+    assert info.value.engine_status == 401
 
     async def bad_stream() -> None:
-        async for _ in EngineClient(engine_url, KEY).stream("/completion", {"prompt": 5}):
+        async for _ in RunnerClient(engine_url, KEY).stream("/completion", {"prompt": 5}):
             pass
 
-    with pytest.raises(EngineError) as info:
+    with pytest.raises(RunnerReplyError) as info:
         run(bad_stream())
-    assert info.value.status == 400
+    assert info.value.engine_status == 400
 
 
 def test_a_closed_engine_is_unreachable(tmp_path: pathlib.Path) -> None:
     for url in (f"unix://{tmp_path}/absent.sock", "http://127.0.0.1:9"):
-        client = EngineClient(url, KEY)
+        client = RunnerClient(url, KEY)
         assert not run(client.healthy())
-        with pytest.raises(EngineUnreachable):
+        with pytest.raises(RunnerUnreachable):
             run(client.tokenize("x"))
 
 
@@ -96,19 +97,21 @@ def test_runner_socket_is_private_and_removed_at_stop() -> None:
     import os
     import stat
 
-    from corral.inference.runner.process import LaunchSpec, RunnerProcess
+    from corral.inference.runner.process import WheelRunner
+    from corral.inference.runner.spec import LaunchSpec
 
     async def lifecycle() -> tuple[str, int, bool, bool]:
-        runner = RunnerProcess(LaunchSpec(model=str(_model()), num_ctx=512, parallel=1, num_thread=1))
+        runner = WheelRunner(LaunchSpec(model=str(_model()), num_ctx=512, parallel=1, num_thread=1))
         await runner.start(timeout=120)
         try:
-            path = runner.url.removeprefix("unix://")
-            mode = stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode)
             assert runner.client is not None
+            url = runner.client.base_url
+            path = url.removeprefix("unix://")
+            mode = stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode)
             healthy = await runner.client.healthy()
         finally:
             await runner.stop()
-        return runner.url, mode, healthy, os.path.exists(os.path.dirname(path))
+        return url, mode, healthy, os.path.exists(os.path.dirname(path))
 
     url, mode, healthy, still_there = run(lifecycle())
     assert url.startswith("unix://") and mode == 0o700 and healthy and not still_there

@@ -136,10 +136,10 @@ def test_registry_reads_are_bounded_against_gzip_bombs() -> None:
     import asyncio
     import tracemalloc
 
+    from corral.errors import RegistryError
     from corral.registry.auth import Challenge, Credentials, fetch_token
     from corral.registry.client import MAX_MANIFEST_BYTES, RegistryClient
     from corral.registry.endpoint import Endpoint
-    from corral.registry.errors import RegistryError
     from corral.store.names import parse_name
 
     pieces = _gzip_bomb(256 << 20)

@@ -23,10 +23,10 @@ import pytest
 from conftest import MODEL, SMOL_FILE, ServerProcess, bundled_file, running_server
 from test_template_detect import tiny_gguf
 
-from corral.inference import options, speculative
-from corral.inference.runner.process import LaunchSpec
+from corral.inference import launch, options, speculative
+from corral.inference.runner.process import server_flags
+from corral.inference.runner.spec import LaunchSpec
 from corral.inference.runner.wheel import build_params
-from corral.inference.service import Engine
 from corral.modelfile import Command, format_modelfile, parse
 from corral.store import manifest as mf
 from corral.store.gguf_info import read_gguf_info
@@ -98,13 +98,13 @@ def test_vocabulary_rule(tmp_path: Path) -> None:
 def test_launch_spec_flags_for_an_external_llama_server() -> None:
     spec = LaunchSpec(model="/m.gguf", num_ctx=2048, parallel=2, num_thread=3, speculative=["draft-simple"],
                       draft="/d.gguf", draft_max=6)
-    args = spec.external_args("llama-server", 8080, "key")
+    args = server_flags(spec, "llama-server", 8080, "key")
     tail = args[args.index("--spec-type"):]
     assert tail == ["--spec-type", "draft-simple", "-md", "/d.gguf", "--spec-draft-n-max", "6",
                     "--spec-draft-threads", "3"]
     ngram = LaunchSpec(model="/m.gguf", num_ctx=2048, parallel=2, speculative=["ngram-simple"])
-    assert ngram.external_args("llama-server", 8080, "key")[-2:] == ["--spec-type", "ngram-simple"]
-    assert "--spec-type" not in LaunchSpec(model="/m.gguf", num_ctx=2048, parallel=2).external_args("x", 1, "k")
+    assert server_flags(ngram, "llama-server", 8080, "key")[-2:] == ["--spec-type", "ngram-simple"]
+    assert "--spec-type" not in server_flags(LaunchSpec(model="/m.gguf", num_ctx=2048, parallel=2), "x", 1, "k")
 
 
 def test_engine_params_carry_the_speculative_settings() -> None:
@@ -263,30 +263,31 @@ def test_draft_names_an_installed_model(debug_server: ServerProcess, tmp_path: P
 
 
 def test_launch_spec_changes_reload_the_runner(debug_server: ServerProcess, monkeypatch: pytest.MonkeyPatch) -> None:
-    """What a request gets from ``launch_for``: the draft and draft_num_predict and CORRAL_SPECULATIVE are part of
+    """What a request gets from ``launch.plan``: the draft and draft_num_predict and CORRAL_SPECULATIVE are part of
     the LaunchSpec, which the scheduler compares to decide whether the loaded runner serves it."""
     monkeypatch.delenv("CORRAL_SPECULATIVE", raising=False)
     monkeypatch.setenv("CORRAL_HOME", str(debug_server.home))
     store = Store(debug_server.models)
-    engine = Engine(scheduler=None)  # type: ignore[arg-type]
     weights = load_model(store, MODEL).model_digest
     with debug_server.client() as client:
         body = {"model": "smol-launch", "from": MODEL, "draft_files": {"d.gguf": weights}, "stream": False}
         assert client.post("/api/create", json=body).json() == {"status": "success"}
     model = load_model(store, "smol-launch")
-    key, spec = engine.launch_for(model, options.merge(model.params, {}))
+    planned = launch.plan(model, options.merge(model.params, {}))
+    key, spec = planned.key, planned.spec
     assert (spec.speculative, spec.draft, spec.draft_max) == (["draft-simple"], str(model.draft), 4)
     assert key[-1] == f"draft:{model.draft_digest}"
-    _, fewer = engine.launch_for(model, options.merge(model.params, {"draft_num_predict": 2}))
-    _, off = engine.launch_for(model, options.merge(model.params, {"draft_num_predict": 0}))
+    fewer = launch.plan(model, options.merge(model.params, {"draft_num_predict": 2})).spec
+    off = launch.plan(model, options.merge(model.params, {"draft_num_predict": 0})).spec
     assert fewer.draft_max == 2 and fewer != spec
     assert (off.speculative, off.draft) == ([], None)
     monkeypatch.setenv("CORRAL_SPECULATIVE", "ngram")
-    _, ngram = engine.launch_for(model, options.merge(model.params, {}))
+    ngram = launch.plan(model, options.merge(model.params, {})).spec
     assert ngram.speculative == ["draft-simple", speculative.NGRAM_DEFAULT] and ngram != spec
-    plain_key, plain = engine.launch_for(load_model(store, MODEL), options.merge(model.params, {}))
+    plain_launch = launch.plan(load_model(store, MODEL), options.merge(model.params, {}))
+    plain_key, plain = plain_launch.key, plain_launch.spec
     assert plain.speculative == [speculative.NGRAM_DEFAULT] and plain.draft is None and plain_key != key
-    _, embed = engine.launch_for(model, options.merge(model.params, {}), for_embedding=True)
+    embed = launch.plan(model, options.merge(model.params, {}), for_embedding=True).spec
     assert (embed.speculative, embed.draft) == ([], None)
 
 

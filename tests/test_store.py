@@ -16,6 +16,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from corral.errors import (
+    CorruptManifest,
+    DigestMismatch,
+    InvalidDigest,
+    ManifestError,
+    MissingBlob,
+    ModelNotFound,
+    StoreError,
+)
 from corral.store.manifest import (
     MEDIA_CONFIG,
     MEDIA_LICENSE,
@@ -26,22 +35,12 @@ from corral.store.manifest import (
     DraftConfig,
     Layer,
     Manifest,
-    ManifestError,
     ModelConfig,
     RootFS,
     go_json,
 )
 from corral.store.names import parse_name
-from corral.store.store import (
-    CorruptManifest,
-    DigestMismatch,
-    InvalidDigest,
-    MissingBlob,
-    ModelNotFound,
-    Store,
-    StoreError,
-    canonical_digest,
-)
+from corral.store.store import Store, canonical_digest
 
 # A real manifest, byte for byte, as `ollama pull gemma:2b` stored it (registry bytes, no trailing newline).
 # `ollama list` shows this model's ID as b50d6c999e59: the sha256 of exactly these bytes.

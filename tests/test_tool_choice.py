@@ -22,9 +22,9 @@ import openai
 import pytest
 
 from corral.api.openai import choose_tools, openai_tool_choice
-from corral.errors import RequestError
-from corral.http.errors import APIError
-from corral.inference.service import Engine, Inference, Piece, _CallLimit
+from corral.errors import APIError, RequestError
+from corral.inference import prompting, streams
+from corral.inference.request import InferenceRequest, Piece
 from corral.parsers.forced import ForcedCallReader, call_schema
 from corral.parsers.tools import jinja_tool_call_prefix, tool_call_prefix
 from corral.store import manifest as mf
@@ -176,8 +176,7 @@ def test_choose_tools() -> None:
 
 
 def test_parallel_tool_calls_false_keeps_the_first_call() -> None:
-    req = Inference(model=None, parallel_tool_calls=False)  # type: ignore[arg-type]
-    limit = _CallLimit(req)
+    limit = streams.CallLimit(parallel=False)
     one, two, three = ({"function": {"index": i, "name": "f", "arguments": {}}} for i in range(3))
     first = limit.apply(Piece(content="a", tool_calls=[one, two]))
     assert first is not None and first.tool_calls == [one]
@@ -201,12 +200,14 @@ class FakeEngineClient:
 
 def _native_items(events: list[dict[str, Any]], **fields: Any) -> tuple[list[Any], dict[str, Any]]:
     client = FakeEngineClient(events)
-    req = Inference(model=SimpleNamespace(messages=[], system=""), messages=ASK, tools=TOOLS,  # type: ignore[arg-type]
-                    **fields)
+    req = InferenceRequest(model=SimpleNamespace(messages=[], system=""), messages=ASK,  # type: ignore[arg-type]
+                           tools=TOOLS, **fields)
+    settings = prompting.Settings(sampling={"n_predict": 10}, template=None, think=None, forced_names=None)
 
     async def run() -> list[Any]:
-        return [item async for item in Engine(None)._native_chat(  # type: ignore[arg-type]
-            client, req, {"n_predict": 10}, {})]
+        call = await prompting.build(client, req, settings, 4096)  # type: ignore[arg-type]
+        assert call.endpoint == prompting.CHAT
+        return [item async for item in streams.pieces(client, call, req)]  # type: ignore[arg-type]
 
     return asyncio.run(run()), client.bodies[0]
 

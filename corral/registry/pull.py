@@ -16,14 +16,14 @@ import logging
 from collections.abc import AsyncGenerator
 
 from corral import config
+from corral.errors import ManifestError, RegistryError, RegistryNotFound, StoreError, TransferDigestMismatch
 from corral.registry import download, hf
 from corral.registry.client import RegistryClient
 from corral.registry.endpoint import resolve
-from corral.registry.errors import DigestMismatchError, RegistryError, RegistryNotFound
 from corral.registry.options import DEFAULT_OPTIONS, TransferOptions
 from corral.registry.progress import Progress, blob, status
-from corral.store.manifest import Manifest, ManifestError
-from corral.store.store import Store, StoreError, canonical_digest
+from corral.store.manifest import Manifest
+from corral.store.store import Store, canonical_digest
 
 log = logging.getLogger("corral.registry")
 
@@ -95,11 +95,11 @@ async def pull_model(store: Store, name: str, *, insecure: bool = False,
                                         "(file does not exist)") from None
 
         yield status("verifying sha256 digest")
-        mismatch: DigestMismatchError | None = None
+        mismatch: TransferDigestMismatch | None = None
         for job in held:
             try:
                 await job.verify()
-            except DigestMismatchError as exc:  # check the rest too, so no bad download lingers for the next pull
+            except TransferDigestMismatch as exc:  # check the rest too, so no bad download lingers for the next pull
                 mismatch = mismatch or exc
         if mismatch is not None:
             raise mismatch

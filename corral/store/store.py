@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from corral.errors import CorruptManifest, DigestMismatch, InvalidDigest, MissingBlob, ModelNotFound, StoreError
+
 from .manifest import Manifest, ManifestError
 from .names import InvalidModelName, ModelName, parse_name
 
@@ -37,38 +39,6 @@ _DIGEST_ANYWHERE_RE = re.compile(r"sha256[:-]([0-9a-fA-F]{64})")
 MAX_MANIFEST_BYTES = 4 << 20  # real manifests are a few kilobytes; refuse to slurp anything huge
 _CHUNK = 1 << 20
 _TMP_PREFIX = ".tmp-"  # never a valid digest or name part, so Ollama's prune and ours both recognise leftovers
-
-
-class StoreError(Exception):
-    """A store operation failed; the message is safe to show to an API client."""
-
-
-class ModelNotFound(StoreError, LookupError):
-    def __init__(self, name: str | ModelName) -> None:
-        shown = name.display_shortest() if isinstance(name, ModelName) else name
-        super().__init__(f"model '{shown}' not found")
-        self.name = shown
-
-
-class InvalidDigest(StoreError, ValueError):
-    def __init__(self, digest: object = None) -> None:
-        super().__init__("invalid digest format")
-        self.digest = digest
-
-
-class DigestMismatch(StoreError):
-    def __init__(self, expected: str, got: str) -> None:
-        super().__init__(f'digest mismatch, expected "{expected}", got "{got}"')
-        self.expected = expected
-        self.got = got
-
-
-class MissingBlob(StoreError):
-    """A manifest names a blob that is absent or has the wrong size."""
-
-
-class CorruptManifest(StoreError):
-    """A manifest file (or manifest bytes handed in) that does not parse."""
 
 
 def canonical_digest(digest: str) -> str:
