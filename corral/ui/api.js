@@ -5,6 +5,7 @@ const KEY_ITEM = "corral.apiKey";
 
 let askForKey = null; // (refused: boolean) => Promise<string | null>, set by the page
 let pendingAsk = null;
+let sessionKey = null; // the key, when the browser's storage is disabled
 
 /** Set how the page asks the user for a key after a 401 (a dialog); without it a 401 is returned as is. */
 export function onKeyNeeded(ask) {
@@ -37,8 +38,6 @@ async function newKey(refused) {
   }
   return key;
 }
-
-let sessionKey = null;
 
 /**
  * fetch() a path of this server (relative to the page, so a reverse proxy's prefix is kept). On a 401 the user is

@@ -120,7 +120,8 @@ async function loadModels(prefer) {
     return;
   }
   if (!response.ok) {
-    notice(await errorText(response), "error");
+    const retry = response.status === 401 ? { label: "Enter the API key", run: () => loadModels(prefer) } : null;
+    notice(await errorText(response), "error", retry);
     return;
   }
   clearNotice("error");
@@ -140,7 +141,10 @@ async function loadModels(prefer) {
     option.value = name;
     return option;
   }));
-  const wanted = [prefer, state.chat && state.chat.model, store.lastModel()].find((n) => state.models.includes(n));
+  // A name typed without a tag is listed with ":latest".
+  const tagged = prefer && !prefer.split("/").pop().includes(":") ? prefer + ":latest" : null;
+  const wanted = [prefer, tagged, state.chat && state.chat.model, store.lastModel()]
+    .find((n) => state.models.includes(n));
   await selectModel(wanted || await firstChatModel());
 }
 
@@ -747,6 +751,9 @@ function wire() {
   ui.pullClose.addEventListener("click", () => {
     if (state.pullController) state.pullController.abort();
     else ui.pull.close();
+  });
+  ui.pull.addEventListener("close", () => {
+    if (state.pullController) state.pullController.abort(); // Esc cancels a pull like the Cancel button
   });
   ui.messages.addEventListener("click", (event) => {
     const button = event.target.closest("button.copy");
