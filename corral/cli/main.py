@@ -373,6 +373,20 @@ def import_(archive_path: str, name: str | None) -> None:
     click.echo(f"imported '{result.name}'")
 
 
+@cli.command(epilog=HOST_ENV_HELP)
+@click.option("--no-browser", is_flag=True, help="Print the page's URL instead of opening a browser")
+def ui(no_browser: bool) -> None:
+    """Open the web chat in a browser"""
+    from corral.cli.webui import open_in_browser, page_url
+
+    with connect() as client:
+        url = page_url(client.host)
+    if no_browser or not open_in_browser(url):
+        click.echo(url)
+    else:
+        click.echo(f"Opened {url} in your browser", err=True)
+
+
 @contextlib.contextmanager
 def _archive_progress(verb: str) -> Iterator[Callable[[str, int, int], None] | None]:
     """A bar per blob on a terminal (stderr); nothing when stderr is piped, so logs stay clean."""

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from corral import __version__, config, metrics
-from corral.api import anthropic, create, native, openai, responses, transfer
+from corral.api import anthropic, create, native, openai, responses, transfer, ui
 from corral.api import rerank as rerank_api
 from corral.authoring import bundled
 from corral.http import auth, errors, fastlane, hotpath, reqlog, security
@@ -87,6 +87,7 @@ def create_app(models_dir: Path | None = None, bind: config.HostPort | None = No
     app.include_router(transfer.router)
     app.include_router(rerank_api.router)
     app.include_router(rerank_api.v1_router)
+    app.include_router(ui.router)
     if registry.enabled:
         app.include_router(metrics.router)
     return app
