@@ -2,7 +2,7 @@
 
 Not a test (no wall-clock assertions in the suite); run it by hand and copy the table into docs/ui.md:
 
-    python tests/ui_first_token.py [--runs 9] [--threads 2]
+    python -m benchmarks.ui_first_token [--runs 9] [--threads 2]
 
 The model is loaded, and one untimed round warms every client up, before the first run. Each round runs the three
 clients back to back, so they share the machine's noise:
