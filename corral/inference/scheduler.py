@@ -112,7 +112,7 @@ class Scheduler:
         entry.idle.clear()
         entry.last_used = time.monotonic()
         if keep_alive is not None:
-            entry.keep_alive = keep_alive
+            entry.keep_alive = config.bounded_keep_alive(keep_alive) if keep_alive == keep_alive else -1.0
         if entry.timer is not None:
             entry.timer.cancel()
             entry.timer = None
@@ -135,7 +135,7 @@ class Scheduler:
         if entry.timer is not None:
             entry.timer.cancel()
             entry.timer = None
-        if entry.keep_alive < 0 or entry.keep_alive == FOREVER:
+        if not 0 <= entry.keep_alive < config.KEEP_ALIVE_MAX:  # negative, NaN or beyond any timer: forever
             entry.expires_at = FOREVER
             return
         entry.expires_at = time.time() + entry.keep_alive
