@@ -182,8 +182,12 @@ class Scheduler:
         runner = new_runner(spec)
         log.info("loading %s (num_ctx=%d, parallel=%d)", model.display_name, spec.num_ctx, spec.parallel)
         await runner.start(timeout=config.load_timeout())
-        if spec.slot_save_path and runner.client is not None:
-            await kvcache.restore(runner.client, Path(spec.slot_save_path), spec.parallel)
+        try:
+            if spec.slot_save_path and runner.client is not None:
+                await kvcache.restore(runner.client, Path(spec.slot_save_path), spec.parallel)
+        except BaseException:  # cancelled (its client left) before it was registered: nobody else would stop it
+            await asyncio.shield(runner.stop())
+            raise
         entry = Loaded(key=launch.key, spec=spec, runner=runner, model=model, size=launch.size)
         entry.slots = asyncio.Semaphore(spec.parallel)
         entry.keep_alive = config.keep_alive_default()

@@ -86,6 +86,20 @@ def test_a_non_streaming_client_that_leaves_frees_its_slot(server: ServerProcess
     assert "request cancelled" in server.log_text()
 
 
+def test_a_client_that_leaves_during_the_load_leaves_no_runner(tmp_path: Path) -> None:
+    """Cancelled while its model loads, a request must not leave a runner process nobody tracks."""
+    with running_server(tmp_path) as srv:
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(srv.url + "/api/generate", json={"model": MODEL, "prompt": "hi", "stream": False}, timeout=0.3)
+        deadline = time.monotonic() + 15
+        while srv.runner_pids() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert srv.runner_pids() == [] and httpx.get(srv.url + "/api/ps").json()["models"] == []
+        r = httpx.post(srv.url + "/api/generate", json={"model": MODEL, "prompt": "hi", "stream": False,
+                                                        "options": {"num_predict": 2}}, timeout=300)
+        assert r.status_code == 200 and len(srv.runner_pids()) == 1
+
+
 # -- 3. a long history is fitted in time that follows num_ctx, not its length ----------------------------------------
 
 

@@ -132,6 +132,9 @@ class _EngineProcess(abc.ABC):
         except OSError as exc:
             await self.stop()
             raise RunnerError(f"failed to start llama runner: {exc}") from exc
+        except BaseException:  # cancelled: the client that asked for the load left; no runner may be left behind
+            await asyncio.shield(self.stop())
+            raise
         log.info("runner pid=%s serving %s on %s", self.pid, os.path.basename(self.spec.model), url)
 
     @abc.abstractmethod
