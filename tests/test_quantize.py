@@ -450,8 +450,14 @@ def test_engine_arguments_checked_before_the_call() -> None:
     with pytest.raises(ConvertError, match="2-D"):
         ggml.quantize_rows(np.zeros(256, np.float32), Q.Q8_0)
     assert ggml.quantize_rows(np.zeros((0, 256), np.float32), Q.Q8_0).shape == (0, 272)
-    strided = np.asfortranarray(_guard_input()[:, :256])  # not C-contiguous: copied first
-    assert (ggml.quantize_rows(strided, Q.Q8_0) == ggml.quantize_rows(np.ascontiguousarray(strided), Q.Q8_0)).all()
+    x = np.ascontiguousarray(_guard_input()[:, :256])
+    strided = np.asfortranarray(x)  # not C-contiguous: copied first
+    assert (ggml.quantize_rows(strided, Q.Q8_0) == ggml.quantize_rows(x, Q.Q8_0)).all()
+    raw = np.zeros(x.nbytes + 1, np.uint8)
+    unaligned = raw[1:].view(np.float32).reshape(x.shape)  # as a tensor at an odd offset of a mapped file would be
+    unaligned[:] = x
+    assert not unaligned.flags.aligned
+    assert (ggml.quantize_rows(unaligned, Q.Q8_0) == ggml.quantize_rows(x, Q.Q8_0)).all()
 
 
 # -- whole files ------------------------------------------------------------------------------------------------------

@@ -131,7 +131,7 @@ def quantize_rows(rows: npt.NDArray[Any], qtype: GGMLQuantizationType) -> npt.ND
     """
     if qtype not in GGML_TYPES:
         raise ConvertError(f"the engine cannot quantize to {qtype.name}")
-    data = np.ascontiguousarray(rows, dtype=np.float32)
+    data = np.require(rows, np.float32, ["C_CONTIGUOUS", "ALIGNED"])  # a copy only when it is neither
     if data.ndim != 2:
         raise ConvertError("quantize_rows wants a 2-D array")
     n_rows, n_cols = data.shape
