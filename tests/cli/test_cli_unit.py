@@ -581,7 +581,33 @@ def test_extract_media(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert text == "what is in  please"
     assert len(images) == 1
     assert f"Added image '{image}'" in capsys.readouterr().err
-    assert turn.extract_media("see /nonexistent/x.png") == ("see /nonexistent/x.png", [])
+
+
+@pytest.mark.parametrize(("name", "data", "message"), [
+    ("missing.png", None, "couldn't read image '{path}': no such file"),
+    ("notes.png", b"just some text", "invalid image type: {path} (supported: PNG, JPEG, GIF or BMP)"),
+    ("photo.webp", b"RIFF\0\0\0\0WEBPVP8 ", "WebP images are not supported: convert it to PNG or JPEG"),
+    ("dir.png", "dir", "couldn't read image '{path}': it is a directory"),
+])
+def test_extract_media_names_the_file_it_cannot_attach(tmp_path: Path, name: str, data: bytes | str | None,
+                                                       message: str) -> None:
+    path = tmp_path / name
+    if data == "dir":
+        path.mkdir()
+    elif isinstance(data, bytes):
+        path.write_bytes(data)
+    with pytest.raises(ClientError) as caught:
+        turn.extract_media(f"describe {path}")
+    assert str(caught.value.message) == message.format(path=path)
+
+
+def test_extract_media_unreadable_file(tmp_path: Path) -> None:
+    # A path through a regular file fails to open for any user, root included (chmod 0 would not stop root).
+    parent = tmp_path / "plain"
+    parent.write_text("x")
+    with pytest.raises(ClientError) as caught:
+        turn.extract_media(f"describe {parent}/x.png")
+    assert caught.value.message == f"couldn't read image '{parent}/x.png': Not a directory"
 
 
 # ---------------------------------------------------------------------------------------------------------------
