@@ -901,6 +901,25 @@ def test_session_sends_messages_and_keeps_history(session: Any) -> None:
     assert s.opts.messages[-1] == {"role": "assistant", "content": "reply 2"}
 
 
+def test_session_attaches_image_paths_for_a_vision_model(session: Any, tmp_path: Path) -> None:
+    import base64
+
+    from tests.vision_fixture import png_bytes
+
+    s, sent, _, err = session
+    s.opts.multimodal = True
+    image = tmp_path / "red.png"
+    image.write_bytes(png_bytes(2, 2, (255, 0, 0)))
+    s.handle(f"what is in {image}?")
+    assert sent[0].messages[-1] == {"role": "user", "content": "what is in ?",
+                                    "images": [base64.b64encode(image.read_bytes()).decode()]}
+    s.handle(str(image))  # a line that starts with the path is an image, not an unknown /command
+    assert sent[1].messages[-1]["images"] and sent[1].messages[-1]["content"] == ""
+    s.handle(f"and {tmp_path}/gone.png")  # a missing file: said, and nothing is sent or kept
+    assert len(sent) == 2 and len(s.opts.messages) == 4
+    assert err.getvalue().endswith(f"Error: couldn't read image '{tmp_path}/gone.png': no such file\n")
+
+
 def test_session_multiline_input(session: Any) -> None:
     s, sent, _, _ = session
     s.handle('"""first line')
