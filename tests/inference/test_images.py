@@ -269,6 +269,19 @@ def test_native_chat_sends_content_parts() -> None:
         {"type": "text", "text": "what is this?"}]}]
 
 
+def test_a_forced_call_on_the_native_path_sends_the_images_of_the_engines_own_prompt() -> None:
+    model = _model(go_template=lambda: None, info=SimpleNamespace(chat_template="{{ messages }}"))
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+    req = InferenceRequest(model=model, tools=[tool], tool_choice="required", messages=[  # type: ignore[arg-type]
+        {"role": "user", "content": "one", "images": [B64_RED]},
+        {"role": "user", "content": "two", "images": [B64_BLUE]}])
+    call = build(req)
+    assert call.endpoint == prompting.COMPLETION
+    assert call.body["prompt"] == {"prompt_string": "<__media_xyz__>one<__media_xyz__>two",
+                                   "multimodal_data": [B64_RED, B64_BLUE]}
+    assert call.prompt == "onetwo"
+
+
 def test_bad_images_fail_while_settling_before_any_runner_is_leased() -> None:
     req = InferenceRequest(model=_model(go_template=lambda: CHATML), prompt="x",  # type: ignore[arg-type]
                            images=[b64(b"GIF89a")])
