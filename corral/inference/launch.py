@@ -58,6 +58,7 @@ def plan(model: Model, opts: dict[str, Any], *, for_embedding: bool = False) -> 
         speculative=drafting.types,
         draft=drafting.draft,
         draft_max=drafting.draft_max,
+        cache_ram_mib=0 if embedding else memory.prompt_cache_bytes(info, runner_opts.num_ctx, parallel) >> 20,
     )
     key = runner_key(model)
     if spec.pooling:
@@ -92,4 +93,7 @@ def _size(model: Model, spec: LaunchSpec) -> int:
         weights += model.draft.stat().st_size
     if spec.projector is not None:
         weights += memory.projector_bytes(model.projector_info, Path(spec.projector).stat().st_size)
-    return memory.model_bytes(model.info, weights, spec.num_ctx, spec.parallel)
+    size = memory.model_bytes(model.info, weights, spec.num_ctx, spec.parallel)
+    if not spec.cache_ram_mib:  # embedding runners keep no prompt cache
+        size -= memory.prompt_cache_bytes(model.info, spec.num_ctx, spec.parallel)
+    return size

@@ -242,12 +242,16 @@ async def _render(client: RunnerClient, req: InferenceRequest, tmpl: Template | 
             text = await client.detokenize(req.context) + text
         return text
     messages = with_model_messages(req)
-    text = prompts.render_chat(tmpl, messages, tools=req.tools, think=flag, think_level=level, image_tag=tag)
-    # Bytes bound tokens from above for byte-level tokenizers: most prompts skip tokenizing altogether.
     per_image = images.tokens_per_image(model.projector_info) if placement is not None else 0
-    if len(text.encode()) + 2 + (placement.count(text) * per_image if placement is not None else 0) <= num_ctx:
-        return text
-    return await _fit_history(client, tmpl, messages, req, think, num_ctx, text, placement, per_image)
+    pictures = sum(len(m.get("images") or ()) for m in messages) * per_image
+    # Bytes bound tokens from above for byte-level tokenizers: most prompts skip tokenizing altogether. The
+    # messages' own text is a lower bound of the prompt's bytes, so a long history is not even rendered whole. An
+    # image counts as the tokens its projector makes of it.
+    if sum(len(str(m.get("content") or "").encode()) for m in messages) + 2 + pictures <= num_ctx:
+        text = prompts.render_chat(tmpl, messages, tools=req.tools, think=flag, think_level=level, image_tag=tag)
+        if len(text.encode()) + 2 + _image_tokens(text, placement, per_image) <= num_ctx:
+            return text
+    return await _fit_history(client, tmpl, messages, req, think, num_ctx, placement, per_image)
 
 
 def _tagged(content: str, pictures: list[str], placement: images.Placement | None) -> str:
@@ -258,27 +262,52 @@ def _tagged(content: str, pictures: list[str], placement: images.Placement | Non
                    for p in images.split_content(content, len(pictures)))
 
 
+def _image_tokens(text: str, placement: images.Placement | None, per_image: int) -> int:
+    return placement.count(text) * per_image if placement is not None else 0
+
+
 async def _fit_history(client: RunnerClient, tmpl: Template, messages: list[dict[str, Any]], req: InferenceRequest,
-                       think: bool | str | None, num_ctx: int, full: str, placement: images.Placement | None = None,
+                       think: bool | str | None, num_ctx: int, placement: images.Placement | None = None,
                        per_image: int = 0) -> str:
-    """Drop the oldest non-system messages until the prompt fits num_ctx; the last message always stays. An image
-    counts as ``per_image`` tokens, and leaves with its message (as in Ollama)."""
+    """The prompt of the longest tail of the chat that fits num_ctx: system messages always stay, then as many of
+    the latest other messages as fit; the last message stays even when it alone is too long, as in Ollama. An image
+    counts as ``per_image`` tokens and leaves with its message (as in Ollama).
 
-    async def size(text: str) -> int:
-        if placement is None:
-            return len(await client.tokenize(text, add_special=True))
-        plain = placement.strip(text)
-        return len(await client.tokenize(plain, add_special=True)) + placement.count(text) * per_image
-
-    if await size(full) <= num_ctx:
-        return full
+    The window grows from the end by doubling, then a binary search between the last size that fit and the first
+    that did not: each try renders and tokenizes only its window, which is at most twice the prompt that fits, so
+    the cost follows ``num_ctx``, not the length of the history (10,000 messages cost what 100 do)."""
     system = [m for m in messages if m.get("role") == "system"]
     rest = [m for m in messages if m.get("role") != "system"]
-    text = full
-    for start in range(1, len(rest)):
-        window = system + rest[start:]
-        text = prompts.render_chat(tmpl, window, tools=req.tools, think=think_flag(think),
-                                   think_level=think_level(think), image_tag=placement.tag if placement else None)
-        if await size(text) <= num_ctx:
-            return text
-    return text
+    tag = placement.tag if placement is not None else None
+
+    async def fits(count: int) -> tuple[bool, str]:
+        text = prompts.render_chat(tmpl, system + rest[len(rest) - count:], tools=req.tools,
+                                   think=think_flag(think), think_level=think_level(think), image_tag=tag)
+        pictures = _image_tokens(text, placement, per_image)
+        if len(text.encode()) + 2 + pictures <= num_ctx:
+            return True, text
+        plain = placement.strip(text) if placement is not None else text
+        return len(await client.tokenize(plain, add_special=True)) + pictures <= num_ctx, text
+
+    ok, best = await fits(min(1, len(rest)))
+    if not ok or len(rest) <= 1:
+        return best
+    good, bad = 1, len(rest) + 1
+    size = 2
+    while size < bad:
+        ok, text = await fits(min(size, len(rest)))
+        if not ok:
+            bad = min(size, len(rest))
+            break
+        good, best = min(size, len(rest)), text
+        if good == len(rest):
+            return best
+        size *= 2
+    while bad - good > 1:
+        middle = (good + bad) // 2
+        ok, text = await fits(middle)
+        if ok:
+            good, best = middle, text
+        else:
+            bad = middle
+    return best

@@ -144,6 +144,20 @@ def test_an_image_in_the_history_is_served_from_the_prefix_cache(server: ServerP
     assert second.usage.input_tokens > first.usage.input_tokens
 
 
+def test_a_saved_prompt_with_an_image_is_restored_after_a_reload(tmp_path: Path, projector: bytes) -> None:
+    """KV persistence keeps the image: a 256+ token prompt saved at unload is restored by the next runner."""
+    with running_server(tmp_path) as srv:
+        derive(srv, "vis", add={mf.MEDIA_PROJECTOR: projector})
+        body = {"model": "vis", "stream": False, "options": GREEDY, "keep_alive": 0, "messages": [
+            {"role": "system", "content": "You are a careful assistant. " * 60},
+            {"role": "user", "content": QUESTION, "images": [RED]}]}
+        with srv.client() as http:
+            first, second = (http.post("/api/chat", json=body).json() for _ in range(2))
+        assert first["prompt_eval_count"] > 256 + IMAGE_TOKENS
+        assert second["prompt_eval_count"] <= 2 and second["message"] == first["message"]
+        assert "restored KV cache of 1 slot(s)" in srv.log_text()
+
+
 # -- bad images ---------------------------------------------------------------------------------------------------
 
 NOT_AN_IMAGE = base64.b64encode(b"just some text, not a picture").decode()
