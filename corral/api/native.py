@@ -15,7 +15,7 @@ from corral import __version__
 from corral.api import schemas as s
 from corral.api.shared import CorralRoute, fold, normalize, resolve_model, service_of, store_of
 from corral.api.streaming import collect_json, ndjson_stream, now_rfc3339
-from corral.errors import APIError, InvalidModelName, ModelNotFound
+from corral.errors import APIError, InvalidModelName, ModelError, ModelNotFound
 from corral.inference import options
 from corral.inference.request import Final, InferenceRequest, Piece
 from corral.inference.service import InferenceService
@@ -180,10 +180,27 @@ def _show(store: Store, name: str, verbose: bool) -> s.ShowResponse:
         details=details_for(model),
         messages=[{"role": m.get("role"), "content": m.get("content", "")} for m in model.messages] or None,
         model_info=info.model_info(verbose=verbose),
+        projector_info=_projector_info(model, verbose),
         tensors=info.tensors() if verbose else None,
         capabilities=model.capabilities(),
         modified_at=_rfc3339(model.record.modified_at),
     )
+
+
+def _projector_info(model: Model, verbose: bool) -> dict[str, Any] | None:
+    """Ollama's ``projector_info``: the first projector's metadata, shaped as ``model_info`` is (Ollama leaves the
+    projector's ``general.name`` in)."""
+    try:
+        projector = model.projector_info
+    except ModelError:  # an unreadable projector blob: the model still shows; loading it will say what is wrong
+        return None
+    if projector is None:
+        return None
+    out = projector.model_info(verbose=verbose)
+    name = projector.get("general.name")
+    if isinstance(name, str):
+        out["general.name"] = name
+    return dict(sorted(out.items()))
 
 
 @router.delete("/api/delete", response_class=Response)

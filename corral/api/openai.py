@@ -30,6 +30,7 @@ from corral.api.shared import (
     dumps,
     family_route,
     fold,
+    join_parts,
     normalize,
     openai_error,
     openai_think,
@@ -128,10 +129,9 @@ def _image(part: o.ContentPart) -> str:
         raise APIError(400, "invalid message format")
     if url.startswith(("http://", "https://")):
         raise APIError(400, "image URLs are not currently supported, please use base64 encoded data instead")
-    for prefix in ("data:;base64,", "data:image/jpeg;base64,", "data:image/jpg;base64,", "data:image/png;base64,",
-                   "data:image/webp;base64,"):
-        if url.startswith(prefix):
-            return decode_base64(url[len(prefix):], "invalid image input")
+    head, sep, data = url.partition(",")
+    if sep and (head == "data:;base64" or (head.startswith("data:image/") and head.endswith(";base64"))):
+        return decode_base64(data, "invalid image input")  # what the bytes are is judged by inference.images
     raise APIError(400, "invalid image input")
 
 
@@ -152,20 +152,21 @@ def _chat_messages(messages: list[o.ChatMessage]) -> list[dict[str, Any]]:
         elif isinstance(content, str):
             native["content"] = content
         else:
-            texts: list[str] = []
+            pieces: list[str | None] = []  # texts, and None where an image was
             images: list[str] = []
             for part in content:
                 if part.type == "text":
                     if part.text is None:
                         raise APIError(400, "invalid message format")
-                    texts.append(part.text)
+                    pieces.append(part.text)
                 elif part.type == "image_url":
                     images.append(_image(part))
+                    pieces.append(None)
                 elif part.type == "input_audio":
                     raise APIError(400, "audio input is not supported")
                 else:
                     raise APIError(400, "invalid message format")
-            native["content"] = "\n\n".join(texts)
+            native["content"] = join_parts(pieces, "\n\n")
             if images:
                 native["images"] = images
         thinking = msg.reasoning or msg.reasoning_content

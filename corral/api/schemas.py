@@ -182,6 +182,7 @@ class ShowResponse(BaseModel):
     details: ModelDetails
     messages: list[dict[str, Any]] | None = None
     model_info: dict[str, Any] = Field(default_factory=dict)
+    projector_info: dict[str, Any] | None = None  # the projector GGUF's metadata, as model_info (vision models)
     tensors: list[dict[str, Any]] | None = None
     capabilities: list[str] | None = None
     modified_at: str

@@ -345,6 +345,17 @@ def parse_arguments(text: str) -> dict[str, Any]:
     return value
 
 
+def join_parts(pieces: list[str | None], sep: str) -> str:
+    """A message's text parts and images (``None``) as native content. Images that all come before the text need
+    nothing: Ollama's rule puts a message's images in front of its content. Once an image follows text, every image
+    gets an ``[img]`` placeholder where it was, which the same rule fills in order."""
+    texts = [p for p in pieces if p is not None]
+    first_text = next((i for i, p in enumerate(pieces) if p is not None), len(pieces))
+    if all(p is not None for p in pieces[first_text:]):
+        return sep.join(texts)
+    return sep.join("[img]" if p is None else p for p in pieces)
+
+
 def tool_message(content: str, images: list[str], call: str | None, names: dict[str, str]) -> dict[str, Any]:
     """A tool's result as a native ``tool`` message, named after the call it answers when that call is known."""
     msg: dict[str, Any] = {"role": "tool", "content": content}

@@ -54,6 +54,23 @@ def prompt_cache_bytes(info: GGUFInfo, num_ctx: int, parallel: int) -> int:
     return min(max(kv_cache_bytes(info, num_ctx) * parallel, PROMPT_CACHE_MIN), PROMPT_CACHE_MAX)
 
 
+def projector_bytes(info: GGUFInfo | None, file_size: int) -> int:
+    """A vision projector's weights plus its encoder's working memory for one image: f32 attention scores for
+    every head over the patches, the image as floats, and the patch embeddings (the terms of Ollama's estimate)."""
+    if info is None:
+        return file_size
+
+    def number(key: str) -> int:
+        value = info.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+    size, patch = number("clip.vision.image_size"), number("clip.vision.patch_size")
+    heads, width = number("clip.vision.attention.head_count"), number("clip.vision.embedding_length")
+    patches = (size // patch) ** 2 if size and patch else 0
+    graph = 4 * (size * size * 3 + patches * width + patches * patches * heads)
+    return file_size + graph
+
+
 def choose_parallel(info: GGUFInfo, weights_size: int, num_ctx: int, requested: int) -> int:
     """Slots for a new runner: the configured number, else up to 4 while weights + all slots' KV fit in 80% of RAM."""
     if requested > 0:

@@ -17,7 +17,7 @@ from typing import Any
 
 from corral import config, metrics
 from corral.errors import InferenceError, RequestError, RunnerReplyError, RunnerUnreachable
-from corral.inference import embedding, launch, options, prompting, rerank, streams
+from corral.inference import embedding, images, launch, options, prompting, rerank, streams
 from corral.inference.request import Embeddings, Final, InferenceRequest, Piece, RunningModel
 from corral.inference.runner.base import Runner
 from corral.inference.runner.client import RunnerClient
@@ -152,7 +152,7 @@ def _engine_errors(runner: Runner) -> Iterator[None]:
         if not runner.alive():
             raise InferenceError(_death_message(runner, exc)) from exc
         if exc.engine_status == 400:
-            raise RequestError(str(exc)) from exc
+            raise RequestError(images.engine_message(str(exc))) from exc
         raise InferenceError(str(exc)) from exc
 
 

@@ -268,6 +268,10 @@ def server_flags(spec: LaunchSpec, binary: str, port: int, api_key: str) -> list
         args += ["--pooling", spec.pooling]
     for adapter in spec.adapters:
         args += ["--lora", adapter]
+    if spec.projector:
+        args += ["--mmproj", spec.projector]
+        if spec.num_gpu == 0:
+            args.append("--no-mmproj-offload")
     if spec.slot_save_path:
         args += ["--slot-save-path", spec.slot_save_path]
     if spec.cache_ram_mib is not None:
