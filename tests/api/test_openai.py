@@ -201,7 +201,7 @@ def test_unknown_model_is_not_found(client: openai.OpenAI) -> None:
      "invalid tool call arguments"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]},
      "image URLs are not currently supported, please use base64 encoded data instead"),
-    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/gif;base64,"
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:text/plain;base64,"
                                                                                       "R0lG"}}]}]},
      "invalid image input"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url",
