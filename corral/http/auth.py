@@ -4,9 +4,9 @@ Ollama has no authentication of its own (its maintainers point to a reverse prox
 most, and the one thing that makes a server bound to a LAN address safe to leave running. The key is accepted as
 ``Authorization: Bearer <key>`` (what the OpenAI SDK, the ``ollama`` client with a header and the ``corral`` CLI send)
 or as ``x-api-key: <key>`` (what the Anthropic SDK sends). ``GET /`` and ``HEAD /`` stay open, so health checks and
-"is a server running?" probes keep working, and so do CORS preflights (``OPTIONS``), which browsers send without
-credentials. A refusal is a 401 in the error shape of the route's API family, so each SDK raises its own
-authentication error.
+"is a server running?" probes keep working, as do the ``/healthz`` and ``/readyz`` probes (they tell nothing about
+models), and so do CORS preflights (``OPTIONS``), which browsers send without credentials. A refusal is a 401 in
+the error shape of the route's API family, so each SDK raises its own authentication error.
 """
 
 from __future__ import annotations
@@ -49,9 +49,12 @@ def key_matches(presented: list[bytes], expected: bytes) -> bool:
     return ok
 
 
+_OPEN_PATHS = ("/", "/healthz", "/readyz")
+
+
 def is_exempt(scope: Scope) -> bool:
     method = scope["method"]
-    return method == "OPTIONS" or (scope["path"] == "/" and method in ("GET", "HEAD"))
+    return method == "OPTIONS" or (scope["path"] in _OPEN_PATHS and method in ("GET", "HEAD"))
 
 
 def error_body(path: str, message: str) -> dict[str, Any]:
