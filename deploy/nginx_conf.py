@@ -35,11 +35,12 @@ def _swap(text: str, old: str, new: str) -> str:
 
 def render(replicas: list[str], *, listen: str = "11434", js_dir: Path = HERE, access_log: str | None = None,
            prefix: Path | None = None, affinity: bool = True, js_module: str | None = None,
-           template: str | None = None) -> str:
+           user: str | None = None, template: str | None = None) -> str:
     """nginx.conf with ``replicas`` (``host:port``) as the upstream servers.
 
     ``affinity=False`` leaves out the consistent hash (plain round-robin), for measuring what affinity buys.
-    ``prefix`` is a directory for the pid file, error log and temporary files, so nginx runs as any user."""
+    ``prefix`` is a directory for the pid file, error log and temporary files, so nginx runs as any user; ``user``
+    names the workers' user when the master runs as root (else nginx picks ``nobody``, who may not reach ``prefix``)."""
     if not replicas:
         raise ValueError("at least one replica is needed")
     text = TEMPLATE.read_text() if template is None else template
@@ -57,6 +58,8 @@ def render(replicas: list[str], *, listen: str = "11434", js_dir: Path = HERE, a
         text = _swap(text, "load_module /usr/lib/nginx/modules/ngx_http_js_module.so;", f"load_module {js_module};")
     if not affinity:
         text = _swap(text, "hash $corral_affinity consistent;", "# round-robin: no hash")
+    if user is not None:
+        text = f"user {user};\n" + text
     if prefix is not None:
         text = f"pid {prefix}/nginx.pid;\nerror_log {prefix}/error.log info;\n" + text
         temps = "".join(f"    {name}_temp_path {prefix}/{name}_temp;\n" for name in _TEMP_DIRS)
