@@ -91,8 +91,7 @@ def service_install(scope: str, directory: Path | None, host: str | None, models
     if host is not None:
         from corral import config
 
-        bound = config.parse_host(host)
-        host = f"{bound.host}:{bound.port}"
+        host = service.host_port(config.parse_host(host))
     unit_scope: service.Scope = "system" if scope == "system" else "user"
     s = service.settings(unit_scope, host=host, models=models)
     try:

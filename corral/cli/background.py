@@ -69,7 +69,8 @@ def write_record(pid: int, host: config.HostPort) -> Path:
         raise ValueError(f"not a server's PID: {pid}")
     path = record_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = Record(pid, f"{host.host}:{host.port}", process_start_ticks(pid))
+    address = f"[{host.host}]" if ":" in host.host else host.host
+    record = Record(pid, f"{address}:{host.port}", process_start_ticks(pid))
     tmp = path.with_name(f".{RECORD_NAME}.{os.getpid()}")
     tmp.write_text(record.text())
     os.replace(tmp, path)

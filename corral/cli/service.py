@@ -45,6 +45,11 @@ def default_dir(scope: Scope) -> Path:
     return (Path(xdg) if xdg else Path.home() / ".config") / "systemd" / "user"
 
 
+def host_port(bound: config.HostPort) -> str:
+    """``host:port`` as CORRAL_HOST takes it back (IPv6 in brackets)."""
+    return f"[{bound.host}]:{bound.port}" if ":" in bound.host else f"{bound.host}:{bound.port}"
+
+
 def settings(scope: Scope, *, host: str | None = None, models: str | None = None) -> UnitSettings:
     """What the unit runs: this Python's ``-m corral serve``, on the address and store the CLI uses now (``--user``)
     or on loopback with ``/var/lib/corral`` (``--system``), unless given."""
@@ -55,8 +60,7 @@ def settings(scope: Scope, *, host: str | None = None, models: str | None = None
     else:
         home = config.home()
         store = Path(models).expanduser() if models else config.models_dir()
-        bound = config.host()
-        address = host or f"{bound.host}:{bound.port}"
+        address = host or host_port(config.host())
     return UnitSettings(scope, sys.executable, address, store.absolute(), home.absolute())
 
 
