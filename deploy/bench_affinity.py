@@ -38,7 +38,7 @@ WORDS = ["river", "stone", "market", "ledger", "harvest", "lantern", "copper", "
 
 def document(seed: int, words: int) -> str:
     rng = random.Random(seed)
-    sentences = []
+    sentences: list[str] = []
     while sum(len(s.split()) for s in sentences) < words:
         sentences.append(" ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 16))).capitalize() + ".")
     return " ".join(sentences)
@@ -53,7 +53,10 @@ def turn(client: httpx.Client, messages: list[dict[str, str]], num_predict: int)
     body = {"model": MODEL, "messages": messages, "stream": True,
             "options": {"num_predict": num_predict, "temperature": 0}}
     with client.stream("POST", "/api/chat", json=body) as response:
-        response.raise_for_status()
+        if response.status_code != 200:
+            response.read()
+            raise RuntimeError(f"turn failed: {response.status_code} {response.text} (replica "
+                               f"{response.headers.get('x-corral-replica', '?')})")
         replica = response.headers.get("x-corral-replica", "?")
         for line in response.iter_lines():
             if not line:
