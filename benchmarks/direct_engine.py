@@ -1,48 +1,22 @@
 """The ceiling: llama.cpp's server engine from the same ``xllamacpp`` wheel, with no Corral in front of it.
 
-Run as ``python -m benchmarks.direct_engine MODEL --ctx 4096 --slots 4 --threads 2``. It builds ``CommonParams`` the
-way ``corral/runner/engine_main.py`` does (per-slot context x slots, continuous batching, prompt cache, context shift,
-``n_keep`` 4, Jinja, no warm-up), but without an API key, listens on a free loopback port, prints one JSON line
-``{"event": "ready", "url": ...}`` and serves until SIGTERM. It dies with its parent (``PR_SET_PDEATHSIG``).
+Run as ``python -m benchmarks.direct_engine MODEL --ctx 4096 --slots 4 --threads 2``. It builds ``CommonParams`` with
+Corral's own runner code (``corral.inference.runner.wheel.build_params``: per-slot context x slots, continuous
+batching, prompt cache, context shift, ``n_keep`` 4, Jinja, no warm-up), but without an API key, listens on a free
+loopback port, prints one JSON line ``{"event": "ready", "url": ...}`` and serves until SIGTERM. It dies with its
+parent, as a runner does.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import ctypes
 import json
+import os
 import signal
 import sys
 import threading
-from typing import Any
 
-PR_SET_PDEATHSIG = 1
-
-
-def build_params(model: str, ctx: int, slots: int, threads: int, batch: int = 512) -> Any:
-    """The engine options Corral's runner uses for the same launch spec."""
-    import xllamacpp
-
-    p = xllamacpp.CommonParams()
-    p.model.path = model
-    p.hostnames = ["127.0.0.1"]
-    p.port = 0
-    p.n_parallel = slots
-    p.n_ctx = ctx * slots
-    p.n_batch = batch
-    p.n_ubatch = min(batch, 512)
-    p.cpuparams.n_threads = threads
-    p.cpuparams_batch.n_threads = threads
-    p.cont_batching = True
-    p.cache_prompt = True
-    p.ctx_shift = True
-    p.n_keep = 4
-    p.endpoint_slots = True
-    p.endpoint_props = True
-    p.use_jinja = True
-    p.warmup = False
-    return p
+from corral.inference.runner.wheel import build_params, die_with_parent
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -53,15 +27,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--slots", type=int, default=4)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args(argv)
-    with contextlib.suppress(Exception):
-        ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    die_with_parent(os.getppid())
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
 
     import xllamacpp
 
-    server = xllamacpp.Server(build_params(args.model, args.ctx, args.slots, args.threads))
+    params = build_params({"model": args.model, "num_ctx": args.ctx, "parallel": args.slots,
+                           "num_thread": args.threads, "port": 0})
+    server = xllamacpp.Server(params)
     url = str(server.listening_address)
     if not url.startswith("http"):
         url = "http://" + url

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import platform
 import signal
 import socket
 import statistics
@@ -325,3 +326,23 @@ def speed_ms() -> float:
 def loadavg() -> list[float]:
     """The 1, 5 and 15 minute load averages."""
     return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+def machine() -> dict[str, Any]:
+    """nproc, CPU model, RAM, Python, and the versions that matter."""
+    cpu = ""
+    flags: list[str] = []
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name") and not cpu:
+            cpu = line.split(":", 1)[1].strip()
+        if line.startswith("flags") and not flags:
+            flags = [f for f in line.split(":", 1)[1].split() if f in ("avx2", "avx512f", "fma", "f16c")]
+    mem_kib = 0
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kib = int(line.split()[1])
+    from importlib.metadata import version
+
+    return {"nproc": os.cpu_count(), "cpu": cpu, "cpu_flags": flags, "ram_gib": round(mem_kib / 2**20, 1),
+            "python": platform.python_version(), "xllamacpp": version("xllamacpp"), "corral": version("corral"),
+            "kernel": platform.release()}

@@ -16,7 +16,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import random
 import signal
 import statistics
@@ -505,26 +504,6 @@ def bench_latency(b: Bench) -> dict[str, Any]:
 # -- report ------------------------------------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
-    """nproc, CPU model, RAM, Python, and the versions that matter."""
-    cpu = ""
-    flags: list[str] = []
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name") and not cpu:
-            cpu = line.split(":", 1)[1].strip()
-        if line.startswith("flags") and not flags:
-            flags = [f for f in line.split(":", 1)[1].split() if f in ("avx2", "avx512f", "fma", "f16c")]
-    mem_kib = 0
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        if line.startswith("MemTotal:"):
-            mem_kib = int(line.split()[1])
-    from importlib.metadata import version
-
-    return {"nproc": os.cpu_count(), "cpu": cpu, "cpu_flags": flags, "ram_gib": round(mem_kib / 2**20, 1),
-            "python": platform.python_version(), "xllamacpp": version("xllamacpp"), "corral": version("corral"),
-            "kernel": platform.release()}
-
-
 def fmt(x: float, digits: int = 1) -> str:
     return "n/a" if x != x else f"{x:.{digits}f}"
 
@@ -651,7 +630,7 @@ def main(argv: list[str] | None = None) -> int:
     started = dt.datetime.now(dt.UTC)
     t_start = time.monotonic()
     result: dict[str, Any] = {"started": started.isoformat(timespec="seconds"), "quick": args.quick,
-                              "plan": plan.__dict__, "machine": machine(), "loadavg_start": procs.loadavg()}
+                              "plan": plan.__dict__, "machine": procs.machine(), "loadavg_start": procs.loadavg()}
     result["prompt_check"] = check_prompts()
     if not all(result["prompt_check"].values()):
         print(f"warning: direct prompts differ from Corral's rendering: {result['prompt_check']}", file=sys.stderr)

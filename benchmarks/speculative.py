@@ -114,9 +114,8 @@ def run(quick: bool, gate_enabled: bool, out: Path | None) -> int:
     t0 = time.monotonic()
     result: dict[str, Any] = {"kind": "speculative", "started": started.isoformat(timespec="seconds"),
                               "quick": quick, "plan": plan.__dict__, "loadavg_start": procs.loadavg()}
-    from benchmarks.run import machine
 
-    result["machine"] = machine()
+    result["machine"] = procs.machine()
     model_path = procs.bundled_model_path()
     servers: list[procs.Started] = []
     variants: list[Variant] = []

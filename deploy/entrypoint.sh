@@ -1,5 +1,5 @@
 #!/bin/sh
-# Corral's container entry point (the image's ENTRYPOINT; run directly by tests/test_deploy_entrypoint.py).
+# Corral's container entry point (the image's ENTRYPOINT; run directly by tests/deploy/test_deploy_entrypoint.py).
 #
 #   serve                (default) run the server in the foreground (exec'd, so it gets the container's SIGTERM)
 #   pull [MODEL...]      pull models into the store, then exit: compose's init service. Models come from the

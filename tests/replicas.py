@@ -1,9 +1,9 @@
 """Several Corral replicas on one model store, and nginx in front of them on the shipped deploy/nginx.conf.
 
-Used by tests/test_deploy_nginx.py, tests/test_shared_store.py and deploy/bench_affinity.py. Every process started
-here is stopped by its PID: replicas like conftest's servers (SIGTERM, then SIGKILL), nginx with SIGQUIT's graceful
-stop and SIGTERM after it. nginx runs as the current user with ``-p <tmp>``: pid file, logs and temporary files
-stay in the test's directory.
+Used by tests/deploy/test_deploy_nginx.py, tests/store/test_shared_store.py and deploy/bench_affinity.py. Every
+process started here is stopped by its PID: replicas like conftest's servers (SIGTERM, then SIGKILL), nginx with
+SIGQUIT's graceful stop and SIGTERM after it. nginx runs with ``-p <tmp>``: pid file, logs and temporary files stay
+in the test's directory.
 """
 
 from __future__ import annotations

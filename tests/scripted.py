@@ -1,5 +1,5 @@
 """A scripted stand-in for the inference service, for the API-shaping tests of each family: the routes run for
-real (FastAPI, pydantic, streaming) while the items the engine would yield are chosen by the test."""
+real (FastAPI, pydantic, streaming) while the items the service would yield are chosen by the test."""
 
 from __future__ import annotations
 
@@ -7,17 +7,17 @@ from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any
 
-from corral.inference.service import Final, Inference, Piece
+from corral.inference.request import Final, InferenceRequest, Piece
 
 
-class ScriptedEngine:
+class ScriptedService:
     """Yields the given items (raising any exception among them) and records the requests it got."""
 
     def __init__(self, items: list[Any] | None = None) -> None:
         self.items: list[Any] = items if items is not None else []
-        self.requests: list[Inference] = []
+        self.requests: list[InferenceRequest] = []
 
-    async def generate(self, req: Inference) -> AsyncIterator[Piece | Final]:
+    async def generate(self, req: InferenceRequest) -> AsyncIterator[Piece | Final]:
         self.requests.append(req)
         for item in self.items:
             if isinstance(item, Exception):

@@ -1,6 +1,6 @@
 """The Anthropic-compatible API: ``POST /v1/messages``, so Claude Code and the ``anthropic`` SDK can use local models.
 
-The Messages body becomes one chat ``Inference``; the engine's pieces become Anthropic content blocks, or its SSE
+The Messages body becomes one chat ``InferenceRequest``; the engine's pieces become Anthropic content blocks, or its SSE
 event sequence when streaming (``message_start``, ``ping``, ``content_block_start/delta/stop``, ``message_delta``,
 ``message_stop``). Mapping rules follow Ollama's ``anthropic/anthropic.go`` and ``middleware/anthropic.go`` (COMPAT
 §4). Errors use Anthropic's envelope, ``{"type": "error", "error": {"type", "message"}, "request_id"}``. The API key
@@ -19,21 +19,25 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from corral.api import anthropic_schemas as a
-from corral.api.openai import (
+from corral.api.shared import (
     call_id,
     check_capabilities,
     choose_tools,
     decode_base64,
     dumps,
     family_route,
+    fold,
     prompt_tokens,
-    run_to_end,
+    resolve_model,
+    service_of,
     sse_response,
+    store_of,
+    tool_message,
 )
-from corral.api.shared import engine_of, resolve_model, store_of
-from corral.http.errors import APIError
+from corral.errors import APIError
 from corral.inference import options
-from corral.inference.service import Engine, Final, Inference, Piece
+from corral.inference.request import Final, InferenceRequest, Piece
+from corral.inference.service import InferenceService
 from corral.store.model import Model
 
 log = logging.getLogger("corral.api")
@@ -110,16 +114,9 @@ def _messages(body: a.MessagesRequest) -> list[dict[str, Any]]:
                 arguments = block.input if isinstance(block.input, dict) else {}
                 calls.append({"id": block.id, "function": {"name": block.name, "arguments": arguments}})
             elif block.type == "tool_result":
-                result: dict[str, Any] = {"role": "tool", "content": _text_of(block.content)}
-                if isinstance(block.content, list):
-                    result_images = [_image(b) for b in block.content if b.type == "image"]
-                    if result_images:
-                        result["images"] = result_images
-                if block.tool_use_id:
-                    result["tool_call_id"] = block.tool_use_id
-                    if block.tool_use_id in names:
-                        result["tool_name"] = names[block.tool_use_id]
-                out.append(result)
+                parts = block.content if isinstance(block.content, list) else []
+                shown = [_image(b) for b in parts if b.type == "image"]
+                out.append(tool_message(_text_of(block.content), shown, block.tool_use_id, names))
             elif block.type == "thinking":
                 thinking = block.thinking or ""
             # other blocks (redacted_thinking, document, server tool results...) carry nothing a local model can use
@@ -136,8 +133,8 @@ def _messages(body: a.MessagesRequest) -> list[dict[str, Any]]:
 
 
 def _tools(body: a.MessagesRequest) -> tuple[list[dict[str, Any]] | None, dict[str, Any]]:
-    """Client tools as native function tools, and the ``Inference`` fields that enforce ``tool_choice`` (Ollama
-    ignores it; see ``corral.api.openai.choose_tools``): ``none`` drops the tools, ``auto`` lets the model decide,
+    """Client tools as native function tools, and the ``InferenceRequest`` fields that enforce ``tool_choice`` (Ollama
+    ignores it; see ``corral.api.shared.choose_tools``): ``none`` drops the tools, ``auto`` lets the model decide,
     ``any`` forces a call, ``tool`` forces a call to the named tool; ``disable_parallel_tool_use`` keeps only the
     first call. Server-side web search tools need ollama.com: dropped."""
     choice = body.tool_choice
@@ -196,7 +193,7 @@ def _options(body: a.MessagesRequest) -> dict[str, Any]:
 def stop_reason(final: Final, tool_calls: bool) -> str:
     if tool_calls:
         return "tool_use"
-    if getattr(final, "stop_sequence", None):  # set once the engine reports which stop string ended generation
+    if final.stop_sequence:  # set once the engine reports which stop string ended generation
         return "stop_sequence"
     return {"stop": "end_turn", "length": "max_tokens"}.get(final.done_reason, "stop_sequence")
 
@@ -230,13 +227,14 @@ async def messages(request: Request, body: a.MessagesRequest) -> Response:
     model = resolve_model(store_of(request), body.model)
     think = _think(body, model)
     check_capabilities(model, tools=bool(tools), think=think, images=any("images" in m for m in msgs))
-    inference = Inference(model=model, messages=msgs, options=opts, think=think, tools=tools,
+    inference = InferenceRequest(model=model, messages=msgs, options=opts, think=think, tools=tools,
                           tool_call_deltas=bool(body.stream), **choice)
-    engine = engine_of(request)
+    service = service_of(request)
     ident = f"msg_{secrets.token_hex(12)}"
 
     if not body.stream:
-        text, thinking, calls, final = await run_to_end(engine, inference)
+        answer = await fold(service, inference)
+        text, thinking, calls, final = answer.content, answer.thinking, answer.tool_calls, answer.final
         content: list[dict[str, Any]] = []
         if thinking:
             content.append({"type": "thinking", "thinking": thinking, "signature": ""})
@@ -245,11 +243,11 @@ async def messages(request: Request, body: a.MessagesRequest) -> Response:
         content.extend(_tool_use(c) for c in calls)
         return JSONResponse({
             "id": ident, "type": "message", "role": "assistant", "model": body.model, "content": content,
-            "stop_reason": stop_reason(final, bool(calls)), "stop_sequence": getattr(final, "stop_sequence", None),
+            "stop_reason": stop_reason(final, bool(calls)), "stop_sequence": final.stop_sequence,
             "usage": {"input_tokens": prompt_tokens(final), "output_tokens": final.eval_count},
         })
 
-    return await sse_response(_events(engine, inference, ident, body.model, _estimate_tokens(msgs)),
+    return await sse_response(_events(service, inference, ident, body.model, _estimate_tokens(msgs)),
                               anthropic_error, _stream_error)
 
 
@@ -257,7 +255,7 @@ def _event(name: str, data: dict[str, Any]) -> str:
     return f"event: {name}\ndata: {dumps(data)}\n\n"
 
 
-async def _events(engine: Engine, inference: Inference, ident: str, model: str,
+async def _events(service: InferenceService, inference: InferenceRequest, ident: str, model: str,
                   estimate: int) -> AsyncGenerator[str, None]:
     """Anthropic's event sequence. Thinking and text deltas are built as strings (the per-token path); a block is
     closed when the next kind starts. A tool call the engine streams (a forced call, or any call on the native
@@ -269,7 +267,7 @@ async def _events(engine: Engine, inference: Inference, ident: str, model: str,
     started = False
     open_uses: dict[str, int] = {}  # streamed tool_use blocks still open: call id -> block index
     use_blocks: dict[int, int] = {}  # streamed call index -> block index
-    async for item in engine.generate(inference):
+    async for item in service.generate(inference):
         if not started:  # only now: a failure before the first item keeps its HTTP status
             started = True
             yield _event("message_start", {"type": "message_start", "message": {
@@ -332,6 +330,6 @@ async def _events(engine: Engine, inference: Inference, ident: str, model: str,
         yield _event("message_delta", {
             "type": "message_delta",
             "delta": {"stop_reason": stop_reason(item, calls > 0),
-                      "stop_sequence": getattr(item, "stop_sequence", None)},
+                      "stop_sequence": item.stop_sequence},
             "usage": {"input_tokens": prompt_tokens(item), "output_tokens": item.eval_count}})
         yield 'event: message_stop\ndata: {"type":"message_stop"}\n\n'

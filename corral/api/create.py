@@ -21,9 +21,9 @@ from starlette.concurrency import iterate_in_threadpool
 
 from corral.api.schemas import Message
 from corral.api.streaming import collect_json, ndjson_stream
-from corral.authoring import CreateError, CreateSpec, Creator
-from corral.http.errors import APIError
-from corral.store.store import InvalidDigest, Store, canonical_digest
+from corral.authoring import CreateSpec, Creator
+from corral.errors import APIError, CreateError, InvalidDigest
+from corral.store.store import Store, canonical_digest
 
 router = APIRouter()
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import math
-import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -16,16 +13,15 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from corral import __version__
 from corral.api import schemas as s
-from corral.api.shared import engine_of, resolve_model, store_of
+from corral.api.shared import fold, normalize, resolve_model, service_of, store_of
 from corral.api.streaming import collect_json, ndjson_stream, now_rfc3339
-from corral.http.errors import APIError
+from corral.errors import APIError, InvalidModelName, ModelNotFound
 from corral.inference import options
-from corral.inference.memory import model_bytes
-from corral.inference.scheduler import FOREVER, Loaded
-from corral.inference.service import Engine, Final, Inference, Piece
+from corral.inference.request import Final, InferenceRequest, Piece
+from corral.inference.service import InferenceService
 from corral.store.model import Model, load_model
-from corral.store.names import InvalidModelName, parse_name
-from corral.store.store import ManifestRecord, ModelNotFound, Store
+from corral.store.names import parse_name
+from corral.store.store import ManifestRecord, Store
 
 router = APIRouter()
 
@@ -228,36 +224,16 @@ def copy(request: Request, body: s.CopyRequest) -> Response:
 
 @router.get("/api/ps", response_model=s.ProcessResponse, response_model_exclude_none=True)
 async def ps(request: Request) -> s.ProcessResponse:
-    engine = engine_of(request)
     out = []
-    for entry in engine.scheduler.running():
-        model: Model = entry.info["model"]
-        if entry.refs > 0 and 0 <= entry.keep_alive < FOREVER:
-            expires = time.time() + entry.keep_alive  # the clock starts when the current requests end
-        elif entry.keep_alive < 0 or entry.expires_at == FOREVER:
-            expires = FAR_FUTURE
-        else:
-            expires = entry.expires_at
-        size = model_bytes(model.info, model.record.manifest.size, entry.spec.num_ctx, entry.spec.parallel)
+    for running in await service_of(request).running():
+        model = running.model
+        expires = FAR_FUTURE if running.expires_at is None else running.expires_at
         out.append(s.ProcessModel(
-            name=model.display_name, model=model.display_name, size=size, digest=model.record.digest,
+            name=model.display_name, model=model.display_name, size=running.size, digest=model.record.digest,
             details=details_for(model), expires_at=_rfc3339(datetime.fromtimestamp(expires, UTC)), size_vram=0,
-            context_length=entry.spec.num_ctx, parallel=entry.spec.parallel,
-            slots_busy=await _busy_slots(entry),
+            context_length=running.context_length, parallel=running.parallel, slots_busy=running.slots_busy,
         ))
     return s.ProcessResponse(models=out)
-
-
-async def _busy_slots(entry: Loaded) -> int | None:
-    """How many of the engine's slots are decoding right now (asked of the engine, not Corral's bookkeeping)."""
-    client = entry.runner.client
-    if client is None or not entry.runner.alive():
-        return None
-    try:
-        slots = await asyncio.wait_for(client.get("/slots"), 2.0)
-    except Exception:
-        return None
-    return sum(1 for slot in slots if isinstance(slot, dict) and slot.get("is_processing"))
 
 
 # -- generation ---------------------------------------------------------------------------------------------------
@@ -285,7 +261,7 @@ def _metrics(final: Final) -> dict[str, Any]:
 
 @router.post("/api/generate", response_model=s.GenerateResponse, response_model_exclude_none=True)
 async def generate(request: Request, body: s.GenerateRequest) -> Response:
-    store, engine = store_of(request), engine_of(request)
+    store, service = store_of(request), service_of(request)
     model = resolve_model(store, body.model)
     keep_alive = _keep_alive(body.keep_alive)
     name = model.display_name
@@ -301,9 +277,9 @@ async def generate(request: Request, body: s.GenerateRequest) -> Response:
     stream = body.stream is not False
 
     if not body.prompt and not body.suffix and not body.images:
-        return await _load_or_unload(engine, model, opts, keep_alive, chat=False)
+        return await _load_or_unload(service, model, opts, keep_alive, chat=False)
 
-    inference = Inference(
+    inference = InferenceRequest(
         model=model, prompt=body.prompt, system=body.system, suffix=body.suffix, template=body.template,
         raw=body.raw, images=body.images or [], options=opts, keep_alive=keep_alive, format=body.format,
         think=body.think, context=body.context, want_context=not body.raw,
@@ -311,7 +287,7 @@ async def generate(request: Request, body: s.GenerateRequest) -> Response:
     head = f'{{"model":{json.dumps(name)},"created_at":"'
 
     async def lines() -> AsyncGenerator[str, None]:
-        async for item in engine.generate(inference):
+        async for item in service.generate(inference):
             if isinstance(item, Piece):
                 think = f',"thinking":{json.dumps(item.thinking)}' if item.thinking else ""
                 yield f'{head}{now_rfc3339()}","response":{json.dumps(item.content)}{think},"done":false}}\n'
@@ -326,27 +302,22 @@ async def generate(request: Request, body: s.GenerateRequest) -> Response:
         return await ndjson_stream(lines())
 
     async def folded() -> AsyncIterator[dict[str, Any]]:
-        response, thinking = [], []
-        async for item in engine.generate(inference):
-            if isinstance(item, Piece):
-                response.append(item.content)
-                thinking.append(item.thinking)
-            else:
-                out: dict[str, Any] = {"model": name, "created_at": now_rfc3339(), "response": "".join(response)}
-                if any(thinking):
-                    out["thinking"] = "".join(thinking)
-                out["done"] = True
-                out.update(_metrics(item))
-                if item.context is not None:
-                    out["context"] = item.context
-                yield out
+        answer = await fold(service, inference)
+        out: dict[str, Any] = {"model": name, "created_at": now_rfc3339(), "response": answer.content}
+        if answer.thinking:
+            out["thinking"] = answer.thinking
+        out["done"] = True
+        out.update(_metrics(answer.final))
+        if answer.final.context is not None:
+            out["context"] = answer.final.context
+        yield out
 
     return await collect_json(folded())
 
 
 @router.post("/api/chat", response_model=s.ChatResponse, response_model_exclude_none=True)
 async def chat(request: Request, body: s.ChatRequest) -> Response:
-    store, engine = store_of(request), engine_of(request)
+    store, service = store_of(request), service_of(request)
     model = resolve_model(store, body.model)
     keep_alive = _keep_alive(body.keep_alive)
     name = model.display_name
@@ -362,9 +333,9 @@ async def chat(request: Request, body: s.ChatRequest) -> Response:
     stream = body.stream is not False
 
     if not body.messages:
-        return await _load_or_unload(engine, model, opts, keep_alive, chat=True)
+        return await _load_or_unload(service, model, opts, keep_alive, chat=True)
 
-    inference = Inference(
+    inference = InferenceRequest(
         model=model,
         messages=[m.model_dump(exclude_none=True) for m in body.messages],
         options=opts, keep_alive=keep_alive, format=body.format, think=body.think,
@@ -373,7 +344,7 @@ async def chat(request: Request, body: s.ChatRequest) -> Response:
     head = f'{{"model":{json.dumps(name)},"created_at":"'
 
     async def lines() -> AsyncGenerator[str, None]:
-        async for item in engine.generate(inference):
+        async for item in service.generate(inference):
             if isinstance(item, Piece):
                 think = f',"thinking":{json.dumps(item.thinking)}' if item.thinking else ""
                 if item.tool_calls:
@@ -389,34 +360,26 @@ async def chat(request: Request, body: s.ChatRequest) -> Response:
         return await ndjson_stream(lines())
 
     async def folded() -> AsyncIterator[dict[str, Any]]:
-        content: list[str] = []
-        thinking: list[str] = []
-        calls: list[dict[str, Any]] = []
-        async for item in engine.generate(inference):
-            if isinstance(item, Piece):
-                content.append(item.content)
-                thinking.append(item.thinking)
-                calls.extend(item.tool_calls or ())
-            else:
-                message: dict[str, Any] = {"role": "assistant", "content": "".join(content)}
-                if any(thinking):
-                    message["thinking"] = "".join(thinking)
-                if calls:
-                    message["tool_calls"] = calls
-                yield {"model": name, "created_at": now_rfc3339(), "message": message, "done": True,
-                       **_metrics(item)}
+        answer = await fold(service, inference)
+        message: dict[str, Any] = {"role": "assistant", "content": answer.content}
+        if answer.thinking:
+            message["thinking"] = answer.thinking
+        if answer.tool_calls:
+            message["tool_calls"] = answer.tool_calls
+        yield {"model": name, "created_at": now_rfc3339(), "message": message, "done": True,
+               **_metrics(answer.final)}
 
     return await collect_json(folded())
 
 
-async def _load_or_unload(engine: Engine, model: Model, opts: dict[str, Any], keep_alive: float | None,
+async def _load_or_unload(service: InferenceService, model: Model, opts: dict[str, Any], keep_alive: float | None,
                           *, chat: bool) -> Response:
     """An empty prompt loads the model (``done_reason: load``); with ``keep_alive: 0`` it unloads it."""
     if keep_alive is not None and keep_alive == 0:
-        await engine.unload(model)
+        await service.unload(model)
         reason = "unload"
     else:
-        await engine.load(model, options.merge(model.params, opts), keep_alive)
+        await service.load(model, opts, keep_alive)
         reason = "load"
     out: dict[str, Any] = {"model": model.display_name, "created_at": now_rfc3339()}
     if chat:
@@ -430,28 +393,18 @@ async def _load_or_unload(engine: Engine, model: Model, opts: dict[str, Any], ke
 # -- embeddings -----------------------------------------------------------------------------------------------------
 
 
-def normalize(vector: list[float], dimensions: int | None = None) -> list[float]:
-    """L2-normalize, after cutting to ``dimensions`` when that is shorter (Ollama's rule)."""
-    if dimensions and 0 < dimensions < len(vector):
-        vector = vector[:dimensions]
-    norm = math.sqrt(sum(x * x for x in vector))
-    if not math.isfinite(norm):
-        raise APIError(400, "embedding contains NaN or Inf values")
-    return [x / norm for x in vector] if norm > 0 else vector
-
-
 @router.post("/api/embed", response_model=s.EmbedResponse, response_model_exclude_none=True)
 async def embed(request: Request, body: s.EmbedRequest) -> JSONResponse:
-    store, engine = store_of(request), engine_of(request)
+    store, service = store_of(request), service_of(request)
     model = resolve_model(store, body.model)
     keep_alive = _keep_alive(body.keep_alive)
     inputs = [body.input] if isinstance(body.input, str) else list(body.input or [])
     inputs = [text for text in inputs if text != ""] if len(inputs) == 1 else inputs
     opts = options.validate(body.options)
     if not inputs:
-        await engine.load(model, options.merge(model.params, opts), keep_alive)
+        await service.load(model, opts, keep_alive)
         return JSONResponse({"model": model.display_name, "embeddings": []})
-    result = await engine.embed(model, inputs, opts=opts, keep_alive=keep_alive, truncate=body.truncate is not False)
+    result = await service.embed(model, inputs, opts=opts, keep_alive=keep_alive, truncate=body.truncate is not False)
     out: dict[str, Any] = {"model": model.display_name,
                            "embeddings": [normalize(v, body.dimensions) for v in result.vectors]}
     for key in ("total_duration", "load_duration", "prompt_eval_count"):
@@ -463,12 +416,12 @@ async def embed(request: Request, body: s.EmbedRequest) -> JSONResponse:
 @router.post("/api/embeddings", response_model=s.EmbeddingResponse)
 async def embeddings(request: Request, body: s.EmbeddingRequest) -> JSONResponse:
     """Legacy: one prompt, the vector as the engine returns it (not normalized)."""
-    store, engine = store_of(request), engine_of(request)
+    store, service = store_of(request), service_of(request)
     model = resolve_model(store, body.model)
     keep_alive = _keep_alive(body.keep_alive)
     if not body.prompt:
         return JSONResponse({"embedding": []})
-    result = await engine.embed(model, [body.prompt], opts=options.validate(body.options), keep_alive=keep_alive)
+    result = await service.embed(model, [body.prompt], opts=options.validate(body.options), keep_alive=keep_alive)
     return JSONResponse({"embedding": result.vectors[0]})
 
 
@@ -479,7 +432,7 @@ async def embeddings(request: Request, body: s.EmbeddingRequest) -> JSONResponse
 async def tokenize(request: Request, body: s.TokenizeRequest) -> s.TokenizeResponse:
     """The model's token ids for ``content``, exactly as the engine tokenizes a prompt (no BOS added)."""
     model = resolve_model(store_of(request), body.model)
-    tokens = await engine_of(request).tokenize(model, body.content, options.validate(body.options),
+    tokens = await service_of(request).tokenize(model, body.content, options.validate(body.options),
                                              _keep_alive(body.keep_alive))
     return s.TokenizeResponse(tokens=tokens)
 
@@ -491,6 +444,6 @@ async def detokenize(request: Request, body: s.DetokenizeRequest) -> s.Detokeniz
     bad = [t for t in body.tokens if t < 0 or (vocab and t >= vocab)]
     if bad:
         raise APIError(400, f"invalid token id {bad[0]} (vocabulary size {vocab})")
-    content = await engine_of(request).detokenize(model, body.tokens, options.validate(body.options),
+    content = await service_of(request).detokenize(model, body.tokens, options.validate(body.options),
                                                 _keep_alive(body.keep_alive))
     return s.DetokenizeResponse(content=content)

@@ -1,249 +1,57 @@
 """The OpenAI-compatible API: ``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``.
 
-Each route translates the OpenAI body into one ``Inference`` (the same one ``/api/chat`` and ``/api/generate`` build),
-runs it on the shared ``Engine`` and shapes the pieces into OpenAI's objects or its SSE chunks. Mapping rules follow
-Ollama's ``openai/openai.go`` and ``middleware/openai.go`` (COMPAT §3); where Corral differs on purpose, the
-docstring says so. Errors use OpenAI's envelope, ``{"error": {"message", "type", "param", "code"}}``, with Ollama's
-status codes, so the official SDKs raise the matching exception class.
-
-The helpers in the first section (model lookup, capability checks, the error-catching route class and the SSE
-response) are shared with ``corral.api.anthropic``.
+Each route translates the OpenAI body into one ``InferenceRequest`` (the same one ``/api/chat`` and
+``/api/generate`` build), runs it on the inference service and shapes the pieces into OpenAI's objects or its SSE
+chunks. Mapping rules follow Ollama's ``openai/openai.go`` and ``middleware/openai.go`` (COMPAT §3); where Corral
+differs on purpose, the docstring says so. Errors use OpenAI's envelope, ``{"error": {"message", "type", "param",
+"code"}}``, with Ollama's status codes, so the official SDKs raise the matching exception class.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
-import json
 import logging
 import random
-import string
 import struct
 import time
-from collections.abc import AsyncGenerator, Callable, Coroutine
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from fastapi.routing import APIRoute
+from fastapi.responses import JSONResponse, Response
 
 from corral.api import openai_schemas as o
-from corral.api.native import normalize
-from corral.api.shared import engine_of, resolve_model, store_of
-from corral.http.errors import APIError, status_for
-from corral.http.reqlog import log_unhandled
+from corral.api.shared import (
+    SSE,
+    call_id,
+    check_capabilities,
+    choose_tools,
+    decode_base64,
+    dumps,
+    family_route,
+    fold,
+    normalize,
+    openai_error,
+    openai_think,
+    openai_tool_calls,
+    openai_tool_choice,
+    parse_arguments,
+    prompt_tokens,
+    resolve_model,
+    service_of,
+    sse_response,
+    store_of,
+)
+from corral.errors import APIError, InvalidModelName, ModelNotFound
 from corral.inference import options
-from corral.inference.service import Engine, Final, Inference, Piece
-from corral.parsers.forced import tool_name
-from corral.store.model import Model
-from corral.store.names import InvalidModelName, parse_name
-from corral.store.store import ModelNotFound
+from corral.inference.request import Final, InferenceRequest, Piece
+from corral.inference.service import InferenceService
+from corral.store.names import parse_name
 
 log = logging.getLogger("corral.api")
 
-SSE = "text/event-stream"
-
-# -- shared by the /v1 API families ----------------------------------------------------------------------------------
-
-
-def dumps(value: Any) -> str:
-    """Compact JSON, as Go's encoder writes it: every byte counts on the per-token path."""
-    return json.dumps(value, separators=(",", ":"))
-
-
-def check_capabilities(model: Model, *, tools: bool = False, think: Any = None, images: bool = False,
-                       what: str = "chat") -> None:
-    """Ollama's capability rules (COMPAT §12), worded as ``/api/chat`` words them."""
-    caps = model.capabilities()
-    name = model.display_name
-    if "completion" not in caps:
-        raise APIError(400, f'"{name}" does not support {what}')
-    if tools and "tools" not in caps:
-        raise APIError(400, f'"{name}" does not support tools')
-    if think not in (None, False) and "thinking" not in caps:
-        raise APIError(400, f'"{name}" does not support thinking')
-    if images and "vision" not in caps:
-        raise APIError(400, f'"{name}" does not support images')
-
-
-def validation_message(exc: RequestValidationError) -> str:
-    """One line naming the first bad field, like the Go decoder's message, without pydantic's URL noise."""
-    errors = exc.errors()
-    if not errors:
-        return "invalid request"
-    first = errors[0]
-    kind = first.get("type")
-    if kind == "json_invalid":
-        return f"invalid JSON: {first.get('ctx', {}).get('error', first.get('msg'))}"
-    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
-    if kind == "missing" and not loc:
-        return "missing request body"
-    return f"{'.'.join(loc)}: {first.get('msg')}" if loc else str(first.get("msg"))
-
-
-ErrorShape = Callable[[int, str], dict[str, Any]]
-
-
-def family_route(shape: ErrorShape) -> type[APIRoute]:
-    """A route class whose every failure (body validation included) answers in one API family's error shape.
-
-    The app-wide handlers in ``errors.py`` answer in Ollama's ``{"error": "..."}``; an OpenAI or Anthropic SDK would
-    not find its message there, so these routes catch errors before those handlers see them.
-    """
-
-    class FamilyRoute(APIRoute):
-        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-            inner = super().get_route_handler()
-
-            async def handler(request: Request) -> Response:
-                try:
-                    return await inner(request)
-                except RequestValidationError as exc:
-                    status, message = 400, validation_message(exc)
-                except Exception as exc:
-                    status, message = status_for(exc)
-                    if message.startswith("internal error"):
-                        log_unhandled(log, exc, request.url.path)
-                return JSONResponse(shape(status, message), status_code=status)
-
-            return handler
-
-    return FamilyRoute
-
-
-async def sse_response(events: AsyncGenerator[str, None], shape: ErrorShape,
-                       stream_error: Callable[[int, str], str]) -> Response:
-    """Stream SSE events, but only once the first exists: a failure before it (unknown model, a load error, a full
-    queue) keeps its HTTP status and family-shaped JSON body; one after it becomes a final in-band error event."""
-    try:
-        first = await anext(events)
-    except StopAsyncIteration:
-        return Response(b"", media_type=SSE)
-    except Exception as exc:
-        await events.aclose()
-        status, message = status_for(exc)
-        return JSONResponse(shape(status, message), status_code=status)
-
-    async def body() -> AsyncGenerator[bytes, None]:
-        yield first.encode()
-        try:
-            async for event in events:
-                yield event.encode()
-        except Exception as exc:
-            status, message = status_for(exc)
-            log.warning("stream ended with error: %s", message)
-            yield stream_error(status, message).encode()
-        finally:
-            await events.aclose()
-
-    return StreamingResponse(body(), media_type=SSE, headers={"Cache-Control": "no-cache"})
-
-
-async def run_to_end(engine: Engine, inference: Inference) -> tuple[str, str, list[dict[str, Any]], Final]:
-    """A non-streamed answer: content, thinking, tool calls and the final metrics."""
-    content: list[str] = []
-    thinking: list[str] = []
-    calls: list[dict[str, Any]] = []
-    final = Final(done_reason="stop")
-    async for item in engine.generate(inference):
-        if isinstance(item, Piece):
-            content.append(item.content)
-            thinking.append(item.thinking)
-            calls.extend(item.tool_calls or ())
-        else:
-            final = item
-    return "".join(content), "".join(thinking), calls, final
-
-
-def prompt_tokens(final: Final) -> int:
-    """The whole prompt's tokens for usage, cached prefix included once the engine reports it separately
-    (``prompt_cached_count``); the engine's ``prompt_n`` alone counts only the tokens it had to evaluate."""
-    return final.prompt_eval_count + int(getattr(final, "prompt_cached_count", 0) or 0)
-
-
-def call_id() -> str:
-    """Ollama's tool-call id shape, for calls the engine's parser left without one."""
-    return "call_" + "".join(random.choices(string.ascii_lowercase + string.digits, k=8))
-
-
-def decode_base64(data: str, message: str) -> str:
-    """Check that ``data`` is base64 (Ollama decodes images on the way in); returns it unchanged."""
-    try:
-        base64.b64decode(data, validate=True)
-    except (binascii.Error, ValueError):
-        raise APIError(400, message) from None
-    return data
-
-
-def choose_tools(tools: list[dict[str, Any]] | None, mode: str, names: list[str] | None = None, *,
-                 only_named: bool = False, parallel: bool = True) -> tuple[list[dict[str, Any]] | None, dict[str, Any]]:
-    """Apply a tool_choice already read into ``mode`` (``none``, ``auto`` or ``required``) and the tool ``names`` it
-    allows: the tools to offer the model and the ``Inference`` fields that enforce the choice (Ollama ignores
-    tool_choice). ``none`` drops the tools; ``required`` forces one call, to one of ``names`` when given, by
-    constrained decoding; ``only_named`` (OpenAI's ``allowed_tools``) also hides the other tools from the model.
-    A forced call without tools, or a name that is not among the tools, is 400."""
-    if mode == "none":
-        return None, {}
-    if not tools:
-        if mode == "required":
-            raise APIError(400, "tool_choice requires a tool to call, but no tools were given")
-        return None, {}
-    offered = {tool_name(t) for t in tools}
-    for name in names or ():
-        if name not in offered:
-            raise APIError(400, f'tool_choice names a tool that is not among the tools: "{name}"')
-    if names is not None and only_named:
-        tools = [t for t in tools if tool_name(t) in names]
-    fields: dict[str, Any] = {} if parallel else {"parallel_tool_calls": False}
-    if mode == "required":
-        fields.update(tool_choice="required", tool_choice_names=names)
-    return tools, fields
-
-
-def openai_tool_choice(choice: str | dict[str, Any] | None) -> tuple[str, list[str] | None, bool]:
-    """OpenAI's ``tool_choice`` (the chat completions and Responses shapes alike) as ``(mode, names,
-    only_named)`` for :func:`choose_tools`: ``"none"``, ``"auto"``, ``"required"``, a function (``{"type":
-    "function", "function": {"name"}}`` or ``{"type": "function", "name"}``), or ``allowed_tools``."""
-    if choice is None:
-        return "auto", None, False
-    if isinstance(choice, str):
-        if choice in ("none", "auto", "required"):
-            return choice, None, False
-        raise APIError(400, f'invalid tool_choice: "{choice}" (must be "none", "auto", "required" or a function)')
-    if not isinstance(choice, dict):
-        raise APIError(400, "invalid tool_choice: expected a string or an object")
-    kind = choice.get("type")
-    if kind == "function":
-        name = tool_name(choice)
-        if name is None:
-            raise APIError(400, "tool_choice: the function's name is required")
-        return "required", [name], False
-    if kind == "allowed_tools":
-        spec = choice.get("allowed_tools")
-        spec = spec if isinstance(spec, dict) else choice  # chat completions nest it; the Responses API does not
-        mode = spec.get("mode", "auto")
-        if mode not in ("auto", "required"):
-            raise APIError(400, f'invalid tool_choice.mode: "{mode}" (must be "auto" or "required")')
-        listed = spec.get("tools") or []
-        if not isinstance(listed, list):
-            raise APIError(400, "tool_choice.tools: a list of function tools is required")
-        names: list[str] = []
-        for tool in listed:
-            name = tool_name(tool) if isinstance(tool, dict) and tool.get("type", "function") == "function" else None
-            if name is None:
-                raise APIError(400, "tool_choice.tools: only function tools with a name are supported")
-            names.append(name)
-        return mode, names, True
-    raise APIError(400, f"unsupported tool_choice type: {kind!r}")
-
 
 # -- OpenAI ---------------------------------------------------------------------------------------------------------
-
-
-def openai_error(status: int, message: str) -> dict[str, Any]:
-    kind = {400: "invalid_request_error", 404: "not_found_error"}.get(status, "api_error")
-    return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
 
 def _stream_error(status: int, message: str) -> str:
@@ -308,30 +116,8 @@ def _format(fmt: o.ResponseFormat | None) -> Any:
     return None
 
 
-_EFFORTS: dict[str, bool | str] = {"none": False, "minimal": "low", "low": "low", "medium": "medium",
-                                    "high": "high", "max": "max", "xhigh": "max", "ultra": "max"}
-
-
 def _think(body: o.ChatCompletionRequest) -> bool | str | None:
-    effort = body.reasoning.effort if body.reasoning is not None else body.reasoning_effort
-    if not effort:
-        return None
-    if effort not in _EFFORTS:
-        raise APIError(400, f"invalid reasoning value: '{effort}' (must be \"none\", \"minimal\", \"low\", "
-                            f"\"medium\", \"high\", \"xhigh\" or \"max\")")
-    return _EFFORTS[effort]
-
-
-def _arguments(text: str) -> dict[str, Any]:
-    if not text.strip():
-        return {}  # some clients send "" for a call without arguments
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        raise APIError(400, "invalid tool call arguments") from None
-    if not isinstance(value, dict):
-        raise APIError(400, "invalid tool call arguments")
-    return value
+    return openai_think(body.reasoning.effort if body.reasoning is not None else body.reasoning_effort)
 
 
 def _image(part: o.ContentPart) -> str:
@@ -386,7 +172,7 @@ def _chat_messages(messages: list[o.ChatMessage]) -> list[dict[str, Any]]:
         if msg.tool_calls:
             native["tool_calls"] = [
                 {**({"id": tc.id} if tc.id else {}), "function": {"name": tc.function.name,
-                                                                   "arguments": _arguments(tc.function.arguments)}}
+                                                                   "arguments": parse_arguments(tc.function.arguments)}}
                 for tc in msg.tool_calls
             ]
         if msg.tool_call_id:
@@ -400,7 +186,7 @@ def _chat_messages(messages: list[o.ChatMessage]) -> list[dict[str, Any]]:
 
 
 def _tools(body: o.ChatCompletionRequest) -> tuple[list[dict[str, Any]] | None, dict[str, Any]]:
-    """Function tools in the native shape, and the ``Inference`` fields that enforce ``tool_choice`` and
+    """Function tools in the native shape, and the ``InferenceRequest`` fields that enforce ``tool_choice`` and
     ``parallel_tool_calls`` (see :func:`choose_tools`; Ollama ignores both)."""
     mode, names, only_named = openai_tool_choice(body.tool_choice)
     out = []
@@ -409,21 +195,6 @@ def _tools(body: o.ChatCompletionRequest) -> tuple[list[dict[str, Any]] | None, 
             raise APIError(400, f"unsupported tool type: {tool.type!r}")
         out.append({"type": "function", "function": tool.function.model_dump(exclude_none=True)})
     return choose_tools(out, mode, names, only_named=only_named, parallel=body.parallel_tool_calls is not False)
-
-
-def openai_tool_calls(calls: list[dict[str, Any]], start: int = 0) -> list[dict[str, Any]]:
-    """Native tool calls (arguments as an object) to OpenAI's (arguments as a JSON string, an id, an index)."""
-    out = []
-    for i, call in enumerate(calls, start):
-        fn = call.get("function") or {}
-        index = fn.get("index")
-        out.append({
-            "id": call.get("id") or call_id(),
-            "index": index if isinstance(index, int) else i,
-            "type": "function",
-            "function": {"name": fn.get("name", ""), "arguments": dumps(fn.get("arguments") or {})},
-        })
-    return out
 
 
 def _finish_reason(reason: str, tool_calls: bool) -> str:
@@ -451,13 +222,14 @@ async def chat_completions(request: Request, body: o.ChatCompletionRequest) -> R
     tools, choice = _tools(body)
     model = resolve_model(store_of(request), body.model)
     check_capabilities(model, tools=bool(tools), think=think, images=any("images" in m for m in messages))
-    inference = Inference(model=model, messages=messages, options=opts, format=fmt, think=think, tools=tools,
+    inference = InferenceRequest(model=model, messages=messages, options=opts, format=fmt, think=think, tools=tools,
                           tool_call_deltas=bool(body.stream), **choice)
-    engine = engine_of(request)
+    service = service_of(request)
     ident = _new_id("chatcmpl")
 
     if not body.stream:
-        content, thinking, calls, final = await run_to_end(engine, inference)
+        answer = await fold(service, inference)
+        content, thinking, calls, final = answer.content, answer.thinking, answer.tool_calls, answer.final
         message: dict[str, Any] = {"role": "assistant", "content": content}
         if thinking:
             message["reasoning"] = thinking
@@ -472,11 +244,11 @@ async def chat_completions(request: Request, body: o.ChatCompletionRequest) -> R
         })
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return await sse_response(_chat_events(engine, inference, ident, body.model, include_usage), openai_error,
+    return await sse_response(_chat_events(service, inference, ident, body.model, include_usage), openai_error,
                               _stream_error)
 
 
-async def _chat_events(engine: Engine, inference: Inference, ident: str, model: str,
+async def _chat_events(service: InferenceService, inference: InferenceRequest, ident: str, model: str,
                        include_usage: bool) -> AsyncGenerator[str, None]:
     """SSE chunks, built as strings: the per-token path. Reasoning and content of one piece go out as two chunks
     (reasoning first); the finish reason comes in a chunk of its own with an empty delta, then usage if asked.
@@ -492,7 +264,7 @@ async def _chat_events(engine: Engine, inference: Inference, ident: str, model: 
     role = '"role":"assistant",'
     calls_sent = 0
     streamed: set[int] = set()  # indexes of calls whose arguments went out in deltas
-    async for item in engine.generate(inference):
+    async for item in service.generate(inference):
         if isinstance(item, Piece):
             if item.thinking:
                 yield f'{head}{role}"reasoning":{dumps(item.thinking)}{open_tail}'
@@ -567,12 +339,13 @@ async def completions(request: Request, body: o.CompletionRequest) -> Response:
     check_capabilities(model, what="generate")
     if body.suffix and "insert" not in model.capabilities():
         raise APIError(400, f'"{model.display_name}" does not support insert')
-    inference = Inference(model=model, prompt=prompt, suffix=body.suffix, options=opts)
-    engine = engine_of(request)
+    inference = InferenceRequest(model=model, prompt=prompt, suffix=body.suffix, options=opts)
+    service = service_of(request)
     ident = _new_id("cmpl")
 
     if not body.stream:
-        text, _, _, final = await run_to_end(engine, inference)
+        answer = await fold(service, inference)
+        text, final = answer.content, answer.final
         return JSONResponse({
             "id": ident, "object": "text_completion", "created": int(time.time()), "model": body.model,
             "system_fingerprint": "fp_ollama",
@@ -581,17 +354,17 @@ async def completions(request: Request, body: o.CompletionRequest) -> Response:
         })
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return await sse_response(_completion_events(engine, inference, ident, body.model, include_usage),
+    return await sse_response(_completion_events(service, inference, ident, body.model, include_usage),
                               openai_error, _stream_error)
 
 
-async def _completion_events(engine: Engine, inference: Inference, ident: str, model: str,
+async def _completion_events(service: InferenceService, inference: InferenceRequest, ident: str, model: str,
                              include_usage: bool) -> AsyncGenerator[str, None]:
     created = int(time.time())
     usage_null = ',"usage":null' if include_usage else ""
     head = f'data: {{"id":"{ident}","object":"text_completion","created":{created},"choices":[{{"text":'
     tail = f',"model":{dumps(model)},"system_fingerprint":"fp_ollama"{usage_null}}}\n\n'
-    async for item in engine.generate(inference):
+    async for item in service.generate(inference):
         if isinstance(item, Piece):
             if item.content:
                 yield f'{head}{dumps(item.content)},"index":0,"finish_reason":null}}]{tail}'
@@ -643,7 +416,7 @@ async def create_embeddings(request: Request, body: o.EmbeddingRequest) -> Respo
     if not inputs or any(text == "" for text in inputs):
         raise APIError(400, "invalid input")
     model = resolve_model(store_of(request), body.model)
-    result = await engine_of(request).embed(model, inputs, opts={}, keep_alive=None)
+    result = await service_of(request).embed(model, inputs, opts={}, keep_alive=None)
     data = []
     for i, vector in enumerate(result.vectors):
         unit = normalize(vector, body.dimensions)

@@ -17,12 +17,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from corral.api import schemas as s
-from corral.api.openai import family_route, openai_error
 from corral.api.openai_schemas import ErrorResponse
-from corral.api.shared import engine_of, resolve_model, store_of
-from corral.http.errors import APIError
+from corral.api.shared import family_route, openai_error, resolve_model, service_of, store_of
+from corral.errors import APIError
 from corral.inference import options
-from corral.inference.rerank import Ranking, rerank
+from corral.inference.rerank import Ranking
 from corral.store.model import Model
 
 # -- bodies ----------------------------------------------------------------------------------------------------------
@@ -130,7 +129,7 @@ async def api_rerank(request: Request, body: RerankRequest) -> JSONResponse:
     model = resolve_model(store_of(request), body.model)
     keep_alive = _keep_alive(body.keep_alive)
     _check(model, body.documents)
-    ranking = await rerank(engine_of(request), model, body.query, body.documents,
+    ranking = await service_of(request).rerank(model, body.query, body.documents,
                            opts=options.validate(body.options), keep_alive=keep_alive,
                            truncate=body.truncate is not False)
     results: list[dict[str, Any]] = []
@@ -161,7 +160,7 @@ async def v1_rerank(request: Request, body: V1RerankRequest) -> JSONResponse:
     documents = [d if isinstance(d, str) else d.text for d in body.documents]
     model = resolve_model(store_of(request), body.model)
     _check(model, documents)
-    ranking = await rerank(engine_of(request), model, body.query, documents, opts={}, keep_alive=None)
+    ranking = await service_of(request).rerank(model, body.query, documents, opts={}, keep_alive=None)
     results: list[dict[str, Any]] = []
     for index, score in _top(ranking, body.top_n):
         item: dict[str, Any] = {"index": index, "relevance_score": score}

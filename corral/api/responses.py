@@ -1,9 +1,10 @@
 """OpenAI's Responses API, ``POST /v1/responses``: stateless, the subset Ollama's ``openai/responses.go`` serves.
 
-The input items become native chat messages and one ``Inference`` (as ``/v1/chat/completions`` builds), so templates,
-capabilities and scheduling behave identically; the pieces are shaped into a Response object or its typed SSE events
-(``event: <type>`` + ``data: {..., "sequence_number": n}``). Where Corral differs from Ollama on purpose (status
-``incomplete`` on the token limit, ``tool_choice`` enforced, text kept next to tool calls), the docstring says so.
+The input items become native chat messages and one ``InferenceRequest`` (as ``/v1/chat/completions`` builds), so
+templates, capabilities and scheduling behave identically; the pieces are shaped into a Response object or its typed
+SSE events (``event: <type>`` + ``data: {..., "sequence_number": n}``). Where Corral differs from Ollama on purpose
+(status ``incomplete`` on the token limit, ``tool_choice`` enforced, text kept next to tool calls), the docstring says
+so.
 """
 
 from __future__ import annotations
@@ -17,26 +18,30 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from corral.api import openai_schemas as o
-from corral.api.openai import (
-    _EFFORTS,
+from corral.api.shared import (
     SSE,
-    _arguments,
     check_capabilities,
     choose_tools,
     decode_base64,
     dumps,
     family_route,
+    fold,
     openai_error,
+    openai_think,
     openai_tool_calls,
     openai_tool_choice,
+    parse_arguments,
     prompt_tokens,
-    run_to_end,
+    resolve_model,
+    service_of,
     sse_response,
+    store_of,
+    tool_message,
 )
-from corral.api.shared import engine_of, resolve_model, store_of
-from corral.http.errors import APIError
+from corral.errors import APIError
 from corral.inference import options
-from corral.inference.service import Engine, Final, Inference, Piece
+from corral.inference.request import Final, InferenceRequest, Piece
+from corral.inference.service import InferenceService
 
 router = APIRouter(route_class=family_route(openai_error), tags=["openai"])
 
@@ -114,7 +119,7 @@ def _messages(body: o.ResponsesRequest) -> list[dict[str, Any]]:
             out.append(msg)
         elif kind == "function_call":
             name = item.name or ""
-            call: dict[str, Any] = {"function": {"name": name, "arguments": _arguments(item.arguments or "")}}
+            call: dict[str, Any] = {"function": {"name": name, "arguments": parse_arguments(item.arguments or "")}}
             if item.call_id:
                 call["id"] = item.call_id
                 names[item.call_id] = name
@@ -125,14 +130,7 @@ def _messages(body: o.ResponsesRequest) -> list[dict[str, Any]]:
                 out[-1]["thinking"], pending = pending, ""
         elif kind == "function_call_output":
             text, images = _content(item.output)
-            msg = {"role": "tool", "content": text}
-            if images:
-                msg["images"] = images
-            if item.call_id:
-                msg["tool_call_id"] = item.call_id
-                if item.call_id in names:
-                    msg["tool_name"] = names[item.call_id]
-            out.append(msg)
+            out.append(tool_message(text, images, item.call_id, names))
         elif not kind:
             raise APIError(400, f"input[{i}]: input item missing required 'type' field")
         else:
@@ -153,13 +151,7 @@ def _options(body: o.ResponsesRequest) -> dict[str, Any]:
 
 
 def _think(body: o.ResponsesRequest) -> bool | str | None:
-    effort = body.reasoning.effort if body.reasoning is not None else None
-    if not effort:
-        return None
-    if effort not in _EFFORTS:
-        raise APIError(400, f"invalid reasoning value: '{effort}' (must be \"none\", \"minimal\", \"low\", "
-                            f"\"medium\", \"high\", \"xhigh\" or \"max\")")
-    return _EFFORTS[effort]
+    return openai_think(body.reasoning.effort if body.reasoning is not None else None)
 
 
 def _format(body: o.ResponsesRequest) -> Any:
@@ -172,8 +164,8 @@ def _format(body: o.ResponsesRequest) -> Any:
 
 
 def _tools(body: o.ResponsesRequest) -> tuple[list[dict[str, Any]] | None, dict[str, Any]]:
-    """Flat Responses tools to native ones, and the ``Inference`` fields that enforce ``tool_choice`` and
-    ``parallel_tool_calls`` (``corral.api.openai.choose_tools``; Ollama ignores both)."""
+    """Flat Responses tools to native ones, and the ``InferenceRequest`` fields that enforce ``tool_choice`` and
+    ``parallel_tool_calls`` (``corral.api.shared.choose_tools``; Ollama ignores both)."""
     mode, names, only_named = openai_tool_choice(body.tool_choice)
     out = []
     for tool in body.tools or ():
@@ -282,13 +274,14 @@ async def create_response(request: Request, body: o.ResponsesRequest) -> Respons
     fmt = _format(body)
     model = resolve_model(store_of(request), body.model)
     check_capabilities(model, tools=bool(tools), think=think, images=any("images" in m for m in messages))
-    inference = Inference(model=model, messages=messages, options=opts, format=fmt, think=think, tools=tools,
+    inference = InferenceRequest(model=model, messages=messages, options=opts, format=fmt, think=think, tools=tools,
                           tool_call_deltas=bool(body.stream), **choice)
-    engine = engine_of(request)
+    service = service_of(request)
     shape = _Shape(body)
 
     if not body.stream:
-        content, thinking, calls, final = await run_to_end(engine, inference)
+        answer = await fold(service, inference)
+        content, thinking, calls, final = answer.content, answer.thinking, answer.tool_calls, answer.final
         output: list[dict[str, Any]] = []
         if thinking:
             output.append(_reasoning_item(_new_id("rs"), thinking))
@@ -298,7 +291,7 @@ async def create_response(request: Request, body: o.ResponsesRequest) -> Respons
         return JSONResponse(shape.response("completed", output, final))
 
     stream = _EventStream(shape)
-    return await sse_response(stream.events(engine, inference), openai_error, stream.failed)
+    return await sse_response(stream.events(service, inference), openai_error, stream.failed)
 
 
 class _EventStream:
@@ -448,10 +441,10 @@ class _EventStream:
         events.append(self.event(f"response.{response['status']}", {"response": response}))
         return events
 
-    async def events(self, engine: Engine, inference: Inference) -> AsyncGenerator[str, None]:
+    async def events(self, service: InferenceService, inference: InferenceRequest) -> AsyncGenerator[str, None]:
         """Nothing goes out before the engine's first item, so a load failure keeps its HTTP status."""
         started = False
-        async for item in engine.generate(inference):
+        async for item in service.generate(inference):
             if not started:
                 started = True
                 created = self.shape.response("in_progress", [])

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from corral.http.errors import error_response, status_for
+from corral.api.shared import error_response
+from corral.errors import http_status
 
 log = logging.getLogger("corral.api")
 
@@ -46,7 +47,7 @@ async def ndjson_stream(lines: AsyncGenerator[str, None]) -> Response:
         return Response(b"", media_type=NDJSON)
     except Exception as exc:  # mapped to Ollama's status codes
         await lines.aclose()
-        return error_response(*status_for(exc))
+        return error_response(*http_status(exc))
 
     async def body() -> AsyncIterator[bytes]:
         yield first.encode()
@@ -57,7 +58,7 @@ async def ndjson_stream(lines: AsyncGenerator[str, None]) -> Response:
                     yield (json.dumps({"error": SHUTDOWN_MESSAGE}) + "\n").encode()
                     return
         except Exception as exc:
-            _, message = status_for(exc)
+            _, message = http_status(exc)
             log.warning("stream ended with error: %s", message)
             yield (json.dumps({"error": message}) + "\n").encode()
         finally:
@@ -73,5 +74,5 @@ async def collect_json(last: AsyncIterator[dict[str, object]]) -> JSONResponse:
         async for item in last:
             result = item
     except Exception as exc:
-        return error_response(*status_for(exc))
+        return error_response(*http_status(exc))
     return JSONResponse(result)

@@ -16,13 +16,12 @@ from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 
 from corral.api.streaming import collect_json, ndjson_stream
-from corral.http.errors import APIError
-from corral.registry.errors import RegistryError
+from corral.errors import APIError, InvalidModelName, ModelNotFound, RegistryError
 from corral.registry.progress import Progress
 from corral.registry.pull import pull_model
 from corral.registry.push import push_model
-from corral.store.names import InvalidModelName, parse_name
-from corral.store.store import ModelNotFound, Store
+from corral.store.names import parse_name
+from corral.store.store import Store
 
 router = APIRouter()
 

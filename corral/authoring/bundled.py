@@ -14,10 +14,11 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from corral.errors import ModelNotFound
 from corral.store import manifest as mf
 from corral.store.gguf_info import read_gguf_info
 from corral.store.names import parse_name
-from corral.store.store import ModelNotFound, Store
+from corral.store.store import Store
 
 log = logging.getLogger("corral.authoring.bundled")
 

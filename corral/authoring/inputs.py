@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from corral.authoring.errors import CreateError
-from corral.store.gguf_info import GGUF_MAGIC, GGUFInfo, InvalidGGUF, read_gguf_info
-from corral.store.store import InvalidDigest, Store, canonical_digest
+from corral.errors import CreateError, InvalidDigest, InvalidGGUF
+from corral.store.gguf_info import GGUF_MAGIC, GGUFInfo, read_gguf_info
+from corral.store.store import Store, canonical_digest
 
 MAX_FILES = 1024
 NOT_GGUF = "supplied file was not in GGUF format"

@@ -29,14 +29,14 @@ from typing import Any
 
 from corral import config as env
 from corral.authoring import gojson
-from corral.authoring.errors import CreateError
 from corral.authoring.inputs import NOT_GGUF, InputFile, collect
+from corral.errors import CreateError, InvalidGGUF, InvalidModelName, ModelNotFound, StoreError, TemplateError
 from corral.inference import options, speculative
 from corral.store import manifest as mf
-from corral.store.gguf_info import GGUFInfo, InvalidGGUF, read_gguf_info
-from corral.store.names import InvalidModelName, ModelName, parse_name
-from corral.store.store import ModelNotFound, Store, StoreError, canonical_digest
-from corral.templates.gotemplate import TemplateError, parse
+from corral.store.gguf_info import GGUFInfo, read_gguf_info
+from corral.store.names import ModelName, parse_name
+from corral.store.store import Store, canonical_digest
+from corral.templates.gotemplate import parse
 
 log = logging.getLogger("corral.create")
 

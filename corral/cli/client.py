@@ -1,6 +1,6 @@
 """A small synchronous client for Corral's (Ollama's) native API, used by every CLI command.
 
-Every failure surfaces as :class:`APIError` carrying the server's ``error`` text, so commands print one line and
+Every failure surfaces as :class:`ClientError` carrying the server's ``error`` text, so commands print one line and
 never a traceback. Streams are NDJSON; an ``{"error": ...}`` line mid-stream is raised like an HTTP error.
 """
 
@@ -15,10 +15,10 @@ from typing import Any, BinaryIO
 import httpx
 
 from corral import __version__, config
-from corral.cli.errors import APIError, ConnectError
 from corral.config import HostPort
+from corral.errors import ClientError, ConnectError
 
-__all__ = ["APIError", "Client", "ConnectError", "is_local"]
+__all__ = ["Client", "ClientError", "ConnectError", "is_local"]
 
 USER_AGENT = (
     f"corral/{__version__} ({platform.machine()} {platform.system().lower()}) Python/{platform.python_version()}"
@@ -85,15 +85,15 @@ class Client:
         except httpx.TransportError as exc:
             raise self._transport_error(exc) from None
         if response.status_code >= 400:
-            raise APIError(_error_text(response, response.content), response.status_code)
+            raise ClientError(_error_text(response, response.content), response.status_code)
         return response
 
-    def _transport_error(self, exc: httpx.TransportError) -> APIError:
+    def _transport_error(self, exc: httpx.TransportError) -> ClientError:
         if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
             return ConnectError(f"could not connect to corral server at {self.host.url}")
         if isinstance(exc, httpx.RemoteProtocolError):
-            return APIError(f"the corral server at {self.host.url} closed the connection")
-        return APIError(f"{type(exc).__name__.lower()}: {exc}" if str(exc) else type(exc).__name__)
+            return ClientError(f"the corral server at {self.host.url} closed the connection")
+        return ClientError(f"{type(exc).__name__.lower()}: {exc}" if str(exc) else type(exc).__name__)
 
     def _json(self, method: str, path: str, body: Any = None) -> Any:
         response = self._request(method, path, body)
@@ -102,7 +102,7 @@ class Client:
         try:
             return response.json()
         except ValueError:
-            raise APIError(f"unexpected response from server: {response.text[:200]!r}") from None
+            raise ClientError(f"unexpected response from server: {response.text[:200]!r}") from None
 
     def stream(self, path: str, body: dict[str, Any]) -> Iterator[dict[str, Any]]:
         """POST ``body`` and yield each NDJSON object; closing the iterator early closes the connection,
@@ -110,16 +110,16 @@ class Client:
         try:
             with self._http.stream("POST", path, json=body) as response:
                 if response.status_code >= 400:
-                    raise APIError(_error_text(response, response.read()), response.status_code)
+                    raise ClientError(_error_text(response, response.read()), response.status_code)
                 for line in response.iter_lines():
                     if not line.strip():
                         continue
                     try:
                         item = json.loads(line)
                     except ValueError:
-                        raise APIError(f"unexpected response from server: {line[:200]!r}") from None
+                        raise ClientError(f"unexpected response from server: {line[:200]!r}") from None
                     if isinstance(item, dict) and item.get("error"):
-                        raise APIError(str(item["error"]), response.status_code)
+                        raise ClientError(str(item["error"]), response.status_code)
                     if isinstance(item, dict):
                         yield item
         except httpx.TransportError as exc:
@@ -200,8 +200,8 @@ class Client:
     def blob_exists(self, digest: str) -> bool:
         try:
             self._request("HEAD", f"/api/blobs/{digest}")
-        except APIError as exc:
-            if exc.status == 404:
+        except ClientError as exc:
+            if exc.reply_status == 404:
                 return False
             raise
         return True
@@ -221,7 +221,7 @@ class Client:
             except httpx.TransportError as exc:
                 raise self._transport_error(exc) from None
         if response.status_code >= 400:
-            raise APIError(_error_text(response, response.content), response.status_code)
+            raise ClientError(_error_text(response, response.content), response.status_code)
 
 
 def _chunks(handle: BinaryIO, on_bytes: Callable[[int], None] | None, size: int = 1 << 20) -> Iterator[bytes]:

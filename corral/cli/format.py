@@ -32,19 +32,6 @@ def human_bytes(n: int) -> str:
     return f"{value:.1f} {unit}"
 
 
-def human_number(n: int) -> str:
-    """``format.HumanNumber`` (parameter counts): ``8B``, ``1.2B``, ``135M``, ``134.52M``, ``500K``."""
-    if n >= 1_000_000_000:
-        value = n / 1_000_000_000
-        return f"{value:.0f}B" if value == math.floor(value) else f"{value:.1f}B"
-    if n >= 1_000_000:
-        value = n / 1_000_000
-        return f"{value:.0f}M" if value == math.floor(value) else f"{value:.2f}M"
-    if n >= 1000:
-        return f"{n / 1000:.0f}K"
-    return str(n)
-
-
 def _go_round(x: float) -> int:
     """Go's ``math.Round``: halves away from zero (Python's ``round`` goes to even)."""
     return math.floor(x + 0.5) if x >= 0 else -math.floor(-x + 0.5)

@@ -14,10 +14,11 @@ from enum import Enum
 from typing import Any, TextIO
 
 from corral import config
-from corral.cli.client import APIError, Client
-from corral.cli.params import ParamError, format_params, go_quote
-from corral.cli.run import RunOptions, chat, load_model, user_message
+from corral.cli.client import Client, ClientError
+from corral.cli.params import format_params, go_quote
+from corral.cli.turn import RunOptions, chat, load_model, user_message
 from corral.cli.views import go_value, show_info
+from corral.errors import ParamError
 
 USAGE = """Available Commands:
   /set            Set session variables
@@ -213,13 +214,13 @@ class Session:
     def _send(self, text: str) -> None:
         try:
             message = user_message(self.opts, text)
-        except APIError as exc:
+        except ClientError as exc:
             self.err.write(f"Error: {exc.message}\n")
             return
         self.opts.messages.append(message)
         try:
             reply = self.chat_fn(self.client, self.opts)
-        except APIError:
+        except ClientError:
             self.opts.messages.pop()  # a failed turn leaves no dangling question in the history
             raise
         if reply is not None:
@@ -236,7 +237,7 @@ class Session:
 
         try:
             models = self.client.list().get("models") or []
-        except APIError as exc:
+        except ClientError as exc:
             self.err.write(f"Error: {exc.message}\n")
             return
         self.out.write(list_table(models, args[0] if args else None))
@@ -250,7 +251,7 @@ class Session:
         self.say(f"Loading model '{self.opts.model}'")
         try:
             load_model(self.client, self.opts)
-        except APIError as exc:
+        except ClientError as exc:
             self.err.write(f"Error: {exc.message}\n")
             self.opts.model, self.opts.messages = previous
 
@@ -268,7 +269,7 @@ class Session:
         try:
             for _ in self.client.create(body):
                 pass
-        except APIError as exc:
+        except ClientError as exc:
             if "invalid model name" in exc.message:
                 self.say(f"error: The model name '{args[1]}' is invalid")
             else:
@@ -353,7 +354,7 @@ class Session:
     def _warn_if_no_thinking(self) -> None:
         try:
             info = self.client.show(self.opts.model)
-        except APIError:
+        except ClientError:
             return
         if "thinking" not in (info.get("capabilities") or []):
             self.err.write(f"warning: model {go_quote(self.opts.model)} does not support thinking output\n")
@@ -364,7 +365,7 @@ class Session:
             return
         try:
             resp = self.client.show(self.opts.model, system=self.opts.system or None, options=self.opts.options)
-        except APIError as exc:
+        except ClientError as exc:
             self.say("error: couldn't get model")
             self.err.write(f"Error: {exc.message}\n")
             return
@@ -475,5 +476,5 @@ class Session:
                 self.handle(line)
             except Exit:
                 return
-            except APIError as exc:
+            except ClientError as exc:
                 self.err.write(f"Error: {exc.message}\n")

@@ -64,7 +64,7 @@ class CorralGroup(click.Group):
         return list(self.commands)
 
     def invoke(self, ctx: click.Context) -> Any:
-        from corral.cli.errors import Interrupted
+        from corral.errors import Interrupted
 
         try:
             return super().invoke(ctx)
@@ -100,13 +100,13 @@ def connect(*, autostart: bool = True) -> Client:
 def print_version() -> None:
     """Ollama's ``-v``: the server's version when one answers, and the client's when it differs."""
     from corral import config
-    from corral.cli.client import APIError, Client
+    from corral.cli.client import Client, ClientError
 
     server_version = ""
     with Client(config.host(), connect_timeout=2.0) as client:
         try:
             server_version = client.version()
-        except APIError:
+        except ClientError:
             click.echo("Warning: could not connect to a running Corral instance")
     if server_version:
         click.echo(f"corral version is {server_version}")
@@ -213,10 +213,12 @@ def run(
 ) -> None:
     """Run a model"""
     from corral.cli import run as runner
-    from corral.cli.params import ParamError, keep_alive_value, think_value
+    from corral.cli.params import keep_alive_value, think_value
+    from corral.cli.turn import RunOptions
+    from corral.errors import ParamError
 
-    opts = runner.RunOptions(model=model, word_wrap=not nowordwrap, format=fmt, verbose=verbose,
-                             insecure=insecure, hide_thinking=hidethinking)
+    opts = RunOptions(model=model, word_wrap=not nowordwrap, format=fmt, verbose=verbose, insecure=insecure,
+                      hide_thinking=hidethinking)
     try:
         if keepalive:
             opts.keep_alive = keep_alive_value(keepalive)
@@ -243,15 +245,15 @@ def _go_bool(text: str, flag: str) -> bool:
 @click.argument("model")
 def stop(model: str) -> None:
     """Stop a running model"""
-    from corral.cli.client import APIError
-    from corral.cli.run import RunOptions, load_model
+    from corral.cli.client import ClientError
+    from corral.cli.turn import RunOptions, load_model
 
     with connect() as client:
         try:
             load_model(client, RunOptions(model=model, keep_alive=0))
-        except APIError as exc:
+        except ClientError as exc:
             if "not found" in exc.message:
-                raise APIError(f'couldn\'t find model "{model}" to stop', exc.status) from None
+                raise ClientError(f'couldn\'t find model "{model}" to stop', exc.reply_status) from None
             raise
 
 
@@ -313,14 +315,14 @@ def cp(source: str, destination: str) -> None:
 @click.argument("models", nargs=-1, required=True)
 def rm(models: tuple[str, ...]) -> None:
     """Remove a model"""
-    from corral.cli.client import APIError
-    from corral.cli.run import RunOptions, load_model
+    from corral.cli.client import ClientError
+    from corral.cli.turn import RunOptions, load_model
 
     with connect() as client:
         for name in models:
             try:
                 load_model(client, RunOptions(model=name, keep_alive=0))  # unload it first if it is running
-            except APIError as exc:
+            except ClientError as exc:
                 if "not found" not in exc.message.lower():
                     click.echo(f"Warning: unable to stop model '{name}'", err=True)
             client.delete(name)
@@ -335,9 +337,9 @@ def export(model: str, output: str) -> None:
     from pathlib import Path
 
     from corral import config
+    from corral.errors import InvalidModelName, StoreError
     from corral.store import archive
-    from corral.store.names import InvalidModelName
-    from corral.store.store import Store, StoreError
+    from corral.store.store import Store
 
     store = Store(config.models_dir())  # a local operation on the store, like Ollama's: no server needed
     try:
@@ -358,9 +360,9 @@ def export(model: str, output: str) -> None:
 def import_(archive_path: str, name: str | None) -> None:
     """Import a model from an OCI image archive"""
     from corral import config
+    from corral.errors import InvalidModelName, StoreError
     from corral.store import archive
-    from corral.store.names import InvalidModelName
-    from corral.store.store import Store, StoreError
+    from corral.store.store import Store
 
     store = Store(config.models_dir())
     try:
@@ -369,6 +371,20 @@ def import_(archive_path: str, name: str | None) -> None:
     except (archive.ArchiveError, StoreError, InvalidModelName) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"imported '{result.name}'")
+
+
+@cli.command(epilog=HOST_ENV_HELP)
+@click.option("--no-browser", is_flag=True, help="Print the page's URL instead of opening a browser")
+def ui(no_browser: bool) -> None:
+    """Open the web chat in a browser"""
+    from corral.cli.webui import open_in_browser, page_url
+
+    with connect() as client:
+        url = page_url(client.host)
+    if no_browser or not open_in_browser(url):
+        click.echo(url)
+    else:
+        click.echo(f"Opened {url} in your browser", err=True)
 
 
 @contextlib.contextmanager
@@ -430,7 +446,7 @@ def _quiet_broken_pipe() -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point; exits with 0, 1 (error or bad usage), 130 (Ctrl-C) or 141 (stdout closed early)."""
-    from corral.cli.errors import APIError, Interrupted
+    from corral.errors import ClientError, Interrupted
 
     args = normalize_args(sys.argv[1:] if argv is None else argv)
     code = 0
@@ -446,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except click.ClickException as exc:
         click.echo(f"Error: {exc.format_message()}", err=True)
         code = 1
-    except APIError as exc:
+    except ClientError as exc:
         click.echo(f"Error: {exc.message}", err=True)
         code = 1
     except (Interrupted, KeyboardInterrupt, click.Abort):

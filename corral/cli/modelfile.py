@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from corral.modelfile import COMMANDS, INVALID_COMMAND, ROLES, Command, ModelfileError, parse, typed_parameters
+from corral.errors import ModelfileError
+from corral.modelfile import COMMANDS, INVALID_COMMAND, ROLES, Command, parse, typed_parameters
 
 __all__ = ["COMMANDS", "INVALID_COMMAND", "ROLES", "Command", "CreatePlan", "ModelfileError", "build_plan",
            "expand_path", "file_digests", "files_for_model", "parse", "sha256_file", "upload_names"]

@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from corral.config import parse_go_duration
+from corral.errors import ParamError
 
 # Ollama's api.Options json tags and their Go kinds (COMPAT.md §2.13 and §7).
 INT_PARAMS = frozenset(
@@ -29,10 +30,6 @@ DEPRECATED_PARAMS = frozenset(
 KNOWN_PARAMS = INT_PARAMS | FLOAT_PARAMS | BOOL_PARAMS | LIST_PARAMS
 
 THINK_LEVELS = ("high", "medium", "low", "max")
-
-
-class ParamError(ValueError):
-    """A parameter name or value the server would reject; the message is Ollama's."""
 
 
 def _go_list(values: Sequence[str]) -> str:

@@ -2,7 +2,7 @@
 
 Each follows the matching Ollama handler: a bar per layer digest (labelled by the server's status, or
 ``pulling <12 hex>``), a spinner per status line without a digest (``pulling manifest``, ``writing manifest``,
-``success``). The server does the work; these functions only draw it and turn failures into :class:`APIError`.
+``success``). The server does the work; these functions only draw it and turn failures into :class:`ClientError`.
 """
 
 from __future__ import annotations
@@ -139,18 +139,18 @@ def push_destination(name: str) -> str:
 
 def push(client: Client, model: str, *, insecure: bool = False) -> None:
     """``corral push``: bars per uploaded layer, then where to find the model."""
-    from corral.cli.client import APIError
+    from corral.cli.client import ClientError
 
     try:
         with TransferProgress("pushing") as progress:
             for event in client.push(model, insecure=insecure):
                 progress.update(event)
-    except APIError as exc:
+    except ClientError as exc:
         lowered = exc.message.lower()
         if "access denied" in lowered or "unauthorized" in lowered:
-            raise APIError(
+            raise ClientError(
                 "you are not authorized to push to this namespace, create the model under a namespace you own",
-                exc.status,
+                exc.reply_status,
             ) from None
         raise
     print(f"\nYou can find your model at:\n\n\t{push_destination(model)}")
@@ -158,7 +158,7 @@ def push(client: Client, model: str, *, insecure: bool = False) -> None:
 
 def create(client: Client, model: str, modelfile: Path | None, *, quantize: str | None = None) -> None:
     """``corral create``: parse the Modelfile here, upload the files it names, then stream ``/api/create``."""
-    from corral.cli.client import APIError
+    from corral.cli.client import ClientError
     from corral.cli.modelfile import ModelfileError
 
     if modelfile is None:
@@ -167,14 +167,14 @@ def create(client: Client, model: str, modelfile: Path | None, *, quantize: str 
             "FROM .\n", Path.cwd())
     else:
         if not modelfile.is_file():
-            raise APIError("specified Modelfile wasn't found")
+            raise ClientError("specified Modelfile wasn't found")
         text, relative_dir = modelfile.read_text(encoding="utf-8"), modelfile.resolve().parent
     with TransferProgress("pulling") as progress:
         gathering = progress.spinner("gathering model components")
         try:
             plan = build_plan(parse(text), relative_dir, lambda name: model_weights(client, name))
         except ModelfileError as exc:
-            raise APIError(str(exc)) from None
+            raise ClientError(str(exc)) from None
         progress.set_message(gathering, "gathering model components", running=False)
         for path, digest in plan.uploads().items():
             _upload(client, progress, path, digest)
@@ -202,12 +202,12 @@ def create(client: Client, model: str, modelfile: Path | None, *, quantize: str 
 def model_weights(client: Client, name: str) -> str | None:
     """The digest of an installed model's weights, read off the blob path in the FROM line of its Modelfile (for
     ``DRAFT <model>``); None when the server has no such model."""
-    from corral.cli.client import APIError
+    from corral.cli.client import ClientError
 
     try:
         text = str(client.show(name).get("modelfile") or "")
         commands = parse(text)
-    except (APIError, ValueError):
+    except (ClientError, ValueError):
         return None
     for command in commands:
         if command.name == "model":

@@ -9,7 +9,8 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from corral.cli.format import display_width, go_g, human_bytes, human_number, human_time, parse_time, render_table
+from corral.cli.format import display_width, go_g, human_bytes, human_time, parse_time, render_table
+from corral.humanize import human_number
 
 
 def list_table(models: Sequence[Mapping[str, Any]], prefix: str | None = None, now: datetime | None = None) -> str:

@@ -5,8 +5,8 @@
 ``ValueError``) for anything they cannot handle, and write their output atomically.
 """
 
-from corral.convert.errors import ConvertError
 from corral.convert.hf import convert_directory
 from corral.convert.quantize import quantize_gguf
+from corral.errors import ConvertError
 
 __all__ = ["ConvertError", "convert_directory", "quantize_gguf"]

@@ -26,10 +26,10 @@ import numpy as np
 import numpy.typing as npt
 
 from corral.convert.common import CallbackFailed, ProgressFn, publish, report
-from corral.convert.errors import ConvertError
 from corral.convert.safetensors import FLOAT_DTYPES, TensorEntry
 from corral.convert.source import ModelDirectory
 from corral.convert.vocab import Vocab, bert_vocab, gpt2_vocab, load_tokenizer
+from corral.errors import ConvertError
 
 F32 = gguf.GGMLQuantizationType.F32
 F16 = gguf.GGMLQuantizationType.F16

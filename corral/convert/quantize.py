@@ -32,8 +32,8 @@ import numpy.typing as npt
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType, LlamaFileType
 
 from corral.convert.common import CallbackFailed, ProgressFn, publish, report
-from corral.convert.errors import ConvertError
 from corral.convert.kquants import KQUANTIZERS
+from corral.errors import ConvertError
 from corral.store.gguf_info import GGUFInfo, TensorInfo, read_gguf_info
 
 Q = GGMLQuantizationType

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from corral.convert.errors import ConvertError
+from corral.errors import ConvertError
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the reference implementation refuses headers over 100 MB too
 

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from corral.convert.errors import ConvertError
 from corral.convert.safetensors import SafetensorsFile, TensorEntry
+from corral.errors import ConvertError
 
 MAX_JSON_BYTES = 64 * 1024 * 1024  # tokenizer.json of a 256k-token vocabulary is ~20 MB
 

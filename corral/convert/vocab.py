@@ -16,8 +16,8 @@ from typing import Any
 
 import gguf
 
-from corral.convert.errors import ConvertError
 from corral.convert.source import ModelDirectory
+from corral.errors import ConvertError
 
 MAX_VOCAB = 4 * 1024 * 1024
 _PHANTOM_SPACE = "\u2581"

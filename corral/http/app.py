@@ -1,4 +1,4 @@
-"""The ASGI application: routes of every API family over one store, scheduler and engine."""
+"""The ASGI application: routes of every API family over one store and one inference service."""
 
 from __future__ import annotations
 
@@ -11,13 +11,13 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from corral import __version__, config, metrics
-from corral.api import anthropic, create, health, native, openai, responses, transfer
+from corral.api import anthropic, create, health, native, openai, responses, transfer, ui
 from corral.api import rerank as rerank_api
 from corral.authoring import bundled
 from corral.http import auth, errors, fastlane, hotpath, reqlog, security
 from corral.http.middleware import AssumeJSONBody
 from corral.inference.scheduler import Scheduler
-from corral.inference.service import Engine
+from corral.inference.service import InferenceService
 from corral.store.store import Store
 
 log = logging.getLogger("corral.http.server")
@@ -40,7 +40,7 @@ def create_app(models_dir: Path | None = None, bind: config.HostPort | None = No
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         scheduler = Scheduler()
         app.state.scheduler = scheduler
-        app.state.engine = Engine(scheduler)
+        app.state.service = InferenceService(scheduler)
         if not config.env_bool("NOBUNDLED"):
             bundled.seed(store)
         if not config.noprune():
@@ -89,6 +89,7 @@ def create_app(models_dir: Path | None = None, bind: config.HostPort | None = No
     app.include_router(transfer.router)
     app.include_router(rerank_api.router)
     app.include_router(rerank_api.v1_router)
+    app.include_router(ui.router)
     if registry.enabled:
         app.include_router(metrics.router)
     return app

@@ -5,8 +5,10 @@ most, and the one thing that makes a server bound to a LAN address safe to leave
 ``Authorization: Bearer <key>`` (what the OpenAI SDK, the ``ollama`` client with a header and the ``corral`` CLI send)
 or as ``x-api-key: <key>`` (what the Anthropic SDK sends). ``GET /`` and ``HEAD /`` stay open, so health checks and
 "is a server running?" probes keep working, as do the ``/healthz`` and ``/readyz`` probes (they tell nothing about
-models), and so do CORS preflights (``OPTIONS``), which browsers send without credentials. A refusal is a 401 in
-the error shape of the route's API family, so each SDK raises its own authentication error.
+models), and so do CORS preflights (``OPTIONS``), which browsers send without credentials, and the web chat's own
+files (``GET /ui`` and what it loads: they hold no data, and the page asks for the key when its first API call is
+refused). A refusal is a 401 in the error shape of the route's API family, so each SDK raises its own authentication
+error.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ import json
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from corral.api.ui import PUBLIC_PATHS
 
 MISSING = "unauthorized: this server requires an API key (send Authorization: Bearer <key>)"
 INVALID = "unauthorized: invalid API key"
@@ -54,7 +58,9 @@ _OPEN_PATHS = ("/", "/healthz", "/readyz")
 
 def is_exempt(scope: Scope) -> bool:
     method = scope["method"]
-    return method == "OPTIONS" or (scope["path"] in _OPEN_PATHS and method in ("GET", "HEAD"))
+    if method == "OPTIONS":
+        return True
+    return method in ("GET", "HEAD") and (scope["path"] in _OPEN_PATHS or scope["path"] in PUBLIC_PATHS)
 
 
 def error_body(path: str, message: str) -> dict[str, Any]:

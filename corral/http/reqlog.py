@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-import traceback
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -25,17 +24,6 @@ _PATH_LIMIT = 200
 def quoted(text: str, limit: int = _PATH_LIMIT) -> str:
     """A client-supplied string safe for a one-line log: JSON-quoted (no raw newlines or escapes), cut to ``limit``."""
     return json.dumps(text if len(text) <= limit else text[:limit] + "...")
-
-
-def log_unhandled(logger: logging.Logger, exc: BaseException, where: str) -> None:
-    """An unhandled exception: its type and where it was raised; its message and traceback only with debug on,
-    since a message may quote the request (a value that failed to parse, a piece of a prompt)."""
-    if logger.isEnabledFor(logging.DEBUG):
-        logger.error("unhandled error in %s: %r", where, exc, exc_info=exc)
-        return
-    frames = traceback.extract_tb(exc.__traceback__)
-    at = f" at {frames[-1].filename.rsplit('/', 1)[-1]}:{frames[-1].lineno}" if frames else ""
-    logger.error("unhandled error in %s: %s%s (set CORRAL_DEBUG=1 for details)", where, type(exc).__name__, at)
 
 
 def log_request(method: str, path: str, status: int, seconds: float, client: str | None) -> None:

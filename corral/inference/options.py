@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from corral import config
+from corral.errors import OptionError
 
 log = logging.getLogger("corral.inference.options")
 
@@ -51,10 +52,6 @@ DEFAULTS: dict[str, Any] = {
     "num_gpu": -1,
     "num_thread": 0,
 }
-
-
-class OptionError(ValueError):
-    """A wrong option type; the message names the option like Ollama's."""
 
 
 def _coerce(key: str, value: Any) -> Any:

@@ -10,15 +10,11 @@ runner from the scheduler, keep each pair inside one batch (the engine refuses l
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from typing import Any
 
-from corral import metrics
 from corral.errors import InferenceError, RequestError
-from corral.inference import options
-from corral.inference.runner.client import EngineClient, EngineError, EngineUnreachable
-from corral.inference.service import Engine
+from corral.inference.runner.client import RunnerClient
 from corral.store.model import Model
 
 # Special tokens around a pair when the GGUF has no rerank prompt: BOS, EOS, SEP, EOS.
@@ -37,33 +33,12 @@ class Ranking:
     total_duration: int
 
 
-async def rerank(engine: Engine, model: Model, query: str, documents: list[str], *, opts: dict[str, Any],
-                 keep_alive: float | None, truncate: bool = True) -> Ranking:
-    """Score every document against ``query``; raises RequestError for a model that is not a reranker."""
-    if not model.info.is_reranker:
-        raise RequestError(f'"{model.display_name}" does not support rerank')
-    started = time.perf_counter()
-    merged = options.merge(model.params, opts)
-    key, spec = engine.launch_for(model, merged)
-    async with engine.scheduler.lease(key, spec, name=model.display_name, info=engine._ps_info(model, spec),
-                                      keep_alive=keep_alive) as (entry, load_s):
-        client = entry.runner.client
-        assert client is not None
-        try:
-            limit = min(spec.num_ctx, spec.num_batch)
-            query, documents = await _fit_pairs(client, model, query, documents, limit, truncate)
-            data = await client.post("/rerank", {"query": query, "documents": documents, "top_n": len(documents)})
-        except EngineUnreachable as exc:
-            raise InferenceError(engine._death_message(entry, exc)) from exc
-        except EngineError as exc:
-            if not entry.runner.alive():
-                raise InferenceError(engine._death_message(entry, exc)) from exc
-            raise (RequestError if exc.status == 400 else InferenceError)(str(exc)) from exc
-    results = _scores(data, len(documents))
-    count = int((data.get("usage") or {}).get("prompt_tokens", 0))
-    metrics.observe_prompt_tokens(model.display_name, count)
-    return Ranking(results=results, prompt_eval_count=count, load_duration=int(load_s * 1e9),
-                   total_duration=int((time.perf_counter() - started) * 1e9))
+async def score(client: RunnerClient, model: Model, query: str, documents: list[str], limit: int,
+                truncate: bool) -> tuple[list[tuple[int, float]], int]:
+    """Every document scored against ``query`` (best first), and the prompt tokens the engine evaluated."""
+    query, documents = await _fit_pairs(client, model, query, documents, limit, truncate)
+    data = await client.post("/rerank", {"query": query, "documents": documents, "top_n": len(documents)})
+    return _scores(data, len(documents)), int((data.get("usage") or {}).get("prompt_tokens", 0))
 
 
 def _scores(data: Any, count: int) -> list[tuple[int, float]]:
@@ -84,7 +59,7 @@ def _scores(data: Any, count: int) -> list[tuple[int, float]]:
     return sorted(scores.items(), key=lambda item: (-item[1], item[0]))
 
 
-async def _fit_pairs(client: EngineClient, model: Model, query: str, documents: list[str], limit: int,
+async def _fit_pairs(client: RunnerClient, model: Model, query: str, documents: list[str], limit: int,
                      truncate: bool) -> tuple[str, list[str]]:
     """Each pair must fit one batch. A pair that does not is cut (the document keeps at least half the room, the
     query the rest), or refused when ``truncate`` is false. Short pairs skip tokenizing: for the tokenizers
@@ -120,7 +95,7 @@ async def _fit_pairs(client: EngineClient, model: Model, query: str, documents: 
     return new_query, out
 
 
-async def _prompt_overhead(client: EngineClient, model: Model) -> int:
+async def _prompt_overhead(client: RunnerClient, model: Model) -> int:
     """Tokens a pair costs beyond its query and document: the rerank prompt's own text, or the special tokens."""
     template = model.info.get("tokenizer.chat_template.rerank")
     if not isinstance(template, str):

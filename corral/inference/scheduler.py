@@ -15,34 +15,31 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from corral import config
+from corral.errors import RunnerError, ServerBusy
 from corral.inference import memory
+from corral.inference.launch import Launch, RunnerKey
 from corral.inference.runner import kvcache
-from corral.inference.runner.process import LaunchSpec, RunnerError, RunnerProcess
+from corral.inference.runner.base import Runner
+from corral.inference.runner.process import new_runner
+from corral.inference.runner.spec import LaunchSpec
+from corral.store.model import Model
 
 log = logging.getLogger("corral.inference.scheduler")
 
 FOREVER = float("inf")
 
 
-class ServerBusy(RuntimeError):
-    """Too many requests are waiting; Ollama's exact message, two spaces included."""
-
-    def __init__(self) -> None:
-        super().__init__("server busy, please try again.  maximum pending requests exceeded")
-
-
 @dataclass
 class Loaded:
-    """A live runner and what the API reports about it."""
+    """A live runner, the model it was loaded for, and its leases and keep-alive clock."""
 
-    key: tuple[str, ...]
+    key: RunnerKey
     spec: LaunchSpec
-    runner: RunnerProcess
-    name: str
-    info: dict[str, Any]
+    runner: Runner
+    model: Model
+    size: int  # bytes planned for it (weights and KV cache), counted against the memory budget
     refs: int = 0
     keep_alive: float = 300.0
     expires_at: float = FOREVER  # wall-clock seconds; FOREVER while in use or kept forever
@@ -54,7 +51,7 @@ class Loaded:
 
 class Scheduler:
     def __init__(self) -> None:
-        self.loaded: dict[tuple[str, ...], Loaded] = {}
+        self.loaded: dict[RunnerKey, Loaded] = {}
         self._load_lock = asyncio.Lock()
         self._pending = 0
         self._changed = asyncio.Condition()
@@ -62,9 +59,8 @@ class Scheduler:
     # -- leasing -----------------------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def lease(
-        self, key: tuple[str, ...], spec: LaunchSpec, *, name: str, info: dict[str, Any], keep_alive: float | None
-    ) -> AsyncIterator[tuple[Loaded, float]]:
+    async def lease(self, launch: Launch, model: Model, keep_alive: float | None,
+                    ) -> AsyncIterator[tuple[Loaded, float]]:
         """Hold a loaded runner (and one slot) for one request; yields it with this request's load time in seconds.
 
         The keep-alive clock starts when the last holder lets go."""
@@ -73,7 +69,7 @@ class Scheduler:
             raise ServerBusy()
         self._pending += 1
         try:
-            entry, load_duration = await self._acquire(key, spec, name=name, info=info, keep_alive=keep_alive)
+            entry, load_duration = await self._acquire(launch, model, keep_alive)
             assert entry.slots is not None
             try:
                 await entry.slots.acquire()
@@ -88,9 +84,8 @@ class Scheduler:
             entry.slots.release()
             await self._release(entry)
 
-    async def _acquire(
-        self, key: tuple[str, ...], spec: LaunchSpec, *, name: str, info: dict[str, Any], keep_alive: float | None
-    ) -> tuple[Loaded, float]:
+    async def _acquire(self, launch: Launch, model: Model, keep_alive: float | None) -> tuple[Loaded, float]:
+        key, spec = launch.key, launch.spec
         started = time.monotonic()
         while True:
             entry = self.loaded.get(key)
@@ -107,8 +102,8 @@ class Scheduler:
                         await self._wait_idle(entry)
                         continue
                     await self._unload(entry)
-                await self._make_room(int(info.get("bytes", 0)), name)
-                entry = await self._load(key, spec, name=name, info=info)
+                await self._make_room(launch.size, model.display_name)
+                entry = await self._load(launch, model)
                 self._take(entry, keep_alive)
                 return entry, time.monotonic() - started
 
@@ -149,7 +144,7 @@ class Scheduler:
 
     async def _expire(self, entry: Loaded) -> None:
         if entry.refs == 0 and self.loaded.get(entry.key) is entry:
-            log.info("keep_alive expired for %s; unloading", entry.name)
+            log.info("keep_alive expired for %s; unloading", entry.model.display_name)
             await self._unload(entry)
 
     async def _wait_idle(self, entry: Loaded) -> None:
@@ -164,7 +159,7 @@ class Scheduler:
         started into an out-of-memory kill."""
         limit = config.max_loaded_models()
         while True:
-            loaded_bytes = sum(int(e.info.get("bytes", 0)) for e in self.loaded.values())
+            loaded_bytes = sum(e.size for e in self.loaded.values())
             budget = memory.budget_bytes(loaded_bytes)
             if not self.loaded and required > budget:
                 raise RunnerError(
@@ -176,27 +171,23 @@ class Scheduler:
             idle = [e for e in self.loaded.values() if e.refs == 0]
             if idle:
                 victim = min(idle, key=lambda e: e.last_used)
-                log.info("evicting %s to make room for %s", victim.name, name)
+                log.info("evicting %s to make room for %s", victim.model.display_name, name)
                 await self._unload(victim)
                 continue
             async with self._changed:
                 await self._changed.wait()
 
-    async def _load(self, key: tuple[str, ...], spec: LaunchSpec, *, name: str, info: dict[str, Any]) -> Loaded:
-        runner = RunnerProcess(spec)
-        log.info("loading %s (num_ctx=%d, parallel=%d)", name, spec.num_ctx, spec.parallel)
-        try:
-            await runner.start(timeout=config.load_timeout())
-        except RunnerError:
-            raise
-        except OSError as exc:
-            raise RunnerError(f"failed to start llama runner: {exc}") from exc
+    async def _load(self, launch: Launch, model: Model) -> Loaded:
+        spec = launch.spec
+        runner = new_runner(spec)
+        log.info("loading %s (num_ctx=%d, parallel=%d)", model.display_name, spec.num_ctx, spec.parallel)
+        await runner.start(timeout=config.load_timeout())
         if spec.slot_save_path and runner.client is not None:
             await kvcache.restore(runner.client, Path(spec.slot_save_path), spec.parallel)
-        entry = Loaded(key=key, spec=spec, runner=runner, name=name, info=dict(info))
+        entry = Loaded(key=launch.key, spec=spec, runner=runner, model=model, size=launch.size)
         entry.slots = asyncio.Semaphore(spec.parallel)
         entry.keep_alive = config.keep_alive_default()
-        self.loaded[key] = entry
+        self.loaded[launch.key] = entry
         return entry
 
     async def _unload(self, entry: Loaded) -> None:
@@ -213,7 +204,7 @@ class Scheduler:
 
     # -- control ---------------------------------------------------------------------------------------------------
 
-    async def expire_now(self, key: tuple[str, ...]) -> bool:
+    async def expire_now(self, key: RunnerKey) -> bool:
         """``keep_alive: 0`` with no prompt: unload as soon as the current users are done."""
         entry = self.loaded.get(key)
         if entry is None:

@@ -3,8 +3,9 @@
 The CLI reads a Modelfile into an ``/api/create`` request; ``/api/show`` writes one back from a stored model.
 """
 
+from corral.errors import ModelfileError
 from corral.modelfile.params import DEPRECATED, PARAMETERS, format_value, parse_value, typed_parameters
-from corral.modelfile.parser import COMMANDS, INVALID_COMMAND, ROLES, Command, ModelfileError, decode, parse
+from corral.modelfile.parser import COMMANDS, INVALID_COMMAND, ROLES, Command, decode, parse
 from corral.modelfile.writer import command_text, format_modelfile, quote
 
 __all__ = [

@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from corral.errors import ModelfileError
 from corral.inference import options
-from corral.modelfile.parser import COMMANDS, Command, ModelfileError
+from corral.modelfile.parser import COMMANDS, Command
 
 # The json tags of Ollama's api.Options (plus its embedded Runner) that a Modelfile may set.
 PARAMETERS = frozenset({

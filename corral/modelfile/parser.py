@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from corral.errors import ModelfileError
+
 COMMANDS = ("from", "license", "template", "system", "adapter", "draft", "renderer", "parser", "parameter",
             "message", "requires")
 ROLES = ("system", "user", "assistant")
@@ -22,15 +24,6 @@ NO_FROM = "no FROM line"
 _SPACE = " \t"
 _NEWLINE = "\r\n"
 _TRIM = " \t\r\n"  # the only whitespace Go's TrimSpace can meet: other spaces are not printable, so never kept
-
-
-class ModelfileError(ValueError):
-    """A Modelfile that cannot be read; ``str()`` starts with ``(line N):`` when a line is to blame, as in Ollama."""
-
-    def __init__(self, message: str, line: int = 0) -> None:
-        super().__init__(f"(line {line}): {message}" if line > 0 else message)
-        self.message = message
-        self.line = line
 
 
 @dataclass(frozen=True)

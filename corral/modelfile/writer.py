@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from corral.modelfile.parser import COMMANDS, Command, ModelfileError, parse
+from corral.errors import ModelfileError
+from corral.modelfile.parser import COMMANDS, Command, parse
 
 _TRIM = " \t\r\n"
 

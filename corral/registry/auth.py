@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from corral import config
-from corral.registry.errors import RegistryError, Unauthorized
+from corral.errors import RegistryError, Unauthorized
 
 log = logging.getLogger("corral.registry")
 

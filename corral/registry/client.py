@@ -21,16 +21,10 @@ from typing import Any
 import httpx
 
 from corral import __version__
+from corral.errors import RegistryError, RegistryNotFound, RegistryStatusError, RegistryUnreachable, Unauthorized
 from corral.registry import hf
 from corral.registry.auth import Credentials, credentials_for, fetch_token, parse_challenge, read_limited
 from corral.registry.endpoint import Endpoint
-from corral.registry.errors import (
-    RegistryError,
-    RegistryNotFound,
-    RegistryStatusError,
-    RegistryUnreachable,
-    Unauthorized,
-)
 from corral.registry.options import DEFAULT_OPTIONS, TransferOptions
 from corral.store.manifest import MEDIA_MANIFEST
 from corral.store.store import MAX_MANIFEST_BYTES

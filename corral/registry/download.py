@@ -29,9 +29,9 @@ from pathlib import Path
 
 import httpx
 
+from corral.errors import RegistryError, RegistryStatusError, TransferDigestMismatch
 from corral.registry.client import RegistryClient, describe
 from corral.registry.endpoint import Endpoint
-from corral.registry.errors import DigestMismatchError, RegistryError, RegistryStatusError
 from corral.registry.options import TransferOptions
 from corral.store.store import Store
 
@@ -285,8 +285,8 @@ class BlobDownload:
                     await asyncio.sleep(self.options.backoff(failures))
                 except RegistryStatusError as exc:
                     # A CDN's signed URL can expire during a long download: ask the registry for a fresh one.
-                    expired = exc.status in (401, 403, 404, 410) and not client.same_origin(self.url)
-                    if exc.status < 500 and exc.status not in _RETRY_STATUSES and not expired:
+                    expired = exc.registry_status in (401, 403, 404, 410) and not client.same_origin(self.url)
+                    if exc.registry_status < 500 and exc.registry_status not in _RETRY_STATUSES and not expired:
                         raise
                     failures = self._failed(part, before, failures, exc)
                     await asyncio.sleep(self.options.backoff(failures))
@@ -369,7 +369,7 @@ class BlobDownload:
         got = "sha256:" + hasher.hexdigest()
         if got != self.digest or size != self.total:
             self._discard()
-            raise DigestMismatchError(self.digest, got)
+            raise TransferDigestMismatch(self.digest, got)
         try:
             os.chmod(self.partial, 0o644)
             os.replace(self.partial, self.path)

@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 import httpx
 
-from corral.registry.errors import RegistryError
+from corral.errors import RegistryError
 from corral.store.names import ModelName, parse_name, split_scheme
 
 
@@ -24,10 +24,6 @@ class Endpoint:
 
     name: ModelName
     base_url: str  # scheme://authority[/prefix], no trailing slash
-
-    @property
-    def repository(self) -> str:
-        return f"{self.name.namespace}/{self.name.model}"
 
     @property
     def authority(self) -> str:

@@ -20,16 +20,16 @@ import logging
 from collections.abc import AsyncGenerator
 
 from corral import config
+from corral.errors import ManifestError, RegistryError, RegistryNotFound, StoreError
 from corral.registry import download, hf
 from corral.registry.client import RegistryClient
 from corral.registry.endpoint import Endpoint, resolve
-from corral.registry.errors import RegistryError, RegistryNotFound
 from corral.registry.options import DEFAULT_OPTIONS, TransferOptions
 from corral.registry.progress import Progress, blob, status
 from corral.store.locks import LockFile
-from corral.store.manifest import Manifest, ManifestError
+from corral.store.manifest import Manifest
 from corral.store.names import ModelName
-from corral.store.store import Store, StoreError, canonical_digest
+from corral.store.store import Store, canonical_digest
 
 log = logging.getLogger("corral.registry")
 

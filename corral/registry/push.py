@@ -16,13 +16,13 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from corral.errors import InvalidModelName, RegistryError, RegistryStatusError, RegistryUnreachable
 from corral.registry.client import RegistryClient, with_query
 from corral.registry.endpoint import resolve
-from corral.registry.errors import RegistryError, RegistryStatusError, RegistryUnreachable
 from corral.registry.options import DEFAULT_OPTIONS, TransferOptions
 from corral.registry.progress import Progress, blob, status
 from corral.store.manifest import MEDIA_MANIFEST, Layer
-from corral.store.names import InvalidModelName, parse_name
+from corral.store.names import parse_name
 from corral.store.store import Store, canonical_digest
 
 log = logging.getLogger("corral.registry")
@@ -93,7 +93,7 @@ async def _upload(client: RegistryClient, path: Path, layer: Layer, digest: str,
             await client.send_upload("PUT", with_query(location, digest=digest), {"Content-Length": "0"}, None)
             return
         except (RegistryUnreachable, RegistryStatusError) as exc:
-            if isinstance(exc, RegistryStatusError) and exc.status < 500:
+            if isinstance(exc, RegistryStatusError) and exc.registry_status < 500:
                 raise
             failures += 1
             if failures >= options.part_retries:

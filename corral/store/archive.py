@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from corral.store.manifest import Manifest, ManifestError
-from corral.store.names import InvalidModelName, parse_name
-from corral.store.store import MAX_MANIFEST_BYTES, DigestMismatch, InvalidDigest, Store, canonical_digest
+from corral.errors import ArchiveError, DigestMismatch, InvalidDigest, InvalidModelName, ManifestError
+from corral.store.manifest import Manifest
+from corral.store.names import parse_name
+from corral.store.store import MAX_MANIFEST_BYTES, Store, canonical_digest
 
 OCI_LAYOUT_VERSION = "1.0.0"
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -42,10 +43,6 @@ _LAYOUT_FILES = frozenset({"oci-layout", "index.json"})
 
 Progress = Callable[[str, int, int], None]
 """Called as ``progress(digest, completed_bytes, total_bytes)`` while a blob streams."""
-
-
-class ArchiveError(Exception):
-    """The archive cannot be written or is refused; the message is one line for the CLI to print."""
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ inside the file, so a corrupt, truncated or hostile file raises :class:`InvalidG
 
 from __future__ import annotations
 
-import math
 import mmap
 import os
 import stat
@@ -22,6 +21,9 @@ from typing import Any
 
 import numpy as np
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType
+
+from corral.errors import InvalidGGUF
+from corral.humanize import human_number
 
 GGUF_MAGIC = b"GGUF"
 SUPPORTED_VERSIONS = (2, 3)
@@ -95,23 +97,6 @@ _NUMPY_TYPES: dict[int, str] = {
     GGUFValueType.INT64: "i8",
     GGUFValueType.FLOAT64: "f8",
 }
-
-
-class InvalidGGUF(ValueError):
-    """The file is not a readable GGUF model: wrong magic, unsupported version, corrupt or truncated."""
-
-
-def human_number(n: int) -> str:
-    """Ollama's ``format.HumanNumber``: 134515008 -> "134.52M", 8030261248 -> "8.0B", 7000000000 -> "7B"."""
-    if n >= 1_000_000_000:
-        value = n / 1_000_000_000
-        return f"{value:.0f}B" if value == math.floor(value) else f"{value:.1f}B"
-    if n >= 1_000_000:
-        value = n / 1_000_000
-        return f"{value:.0f}M" if value == math.floor(value) else f"{value:.2f}M"
-    if n >= 1_000:
-        return f"{n / 1_000:.0f}K"
-    return str(n)
 
 
 def file_type_name(value: int | None) -> str:
@@ -203,11 +188,6 @@ class _Cursor:
     def string(self, what: str, limit: int | None = None) -> str:
         # Go keeps invalid UTF-8 and its JSON encoder writes U+FFFD; "replace" gives the same text.
         return self.raw_string(what, limit).decode("utf-8", "replace")
-
-    def skip_string(self, what: str) -> None:
-        length = self.u64(what)
-        self.need(length, what)
-        self.pos += length
 
 
 def _skip_strings(buf: mmap.mmap, size: int, order: str, pos: int, count: int, key: str) -> int:
@@ -376,14 +356,6 @@ class GGUFInfo:
         return value if isinstance(value, str) else ""
 
     @property
-    def bos_token_id(self) -> int | None:
-        return _as_int(self.metadata.get("tokenizer.ggml.bos_token_id"))
-
-    @property
-    def eos_token_id(self) -> int | None:
-        return _as_int(self.metadata.get("tokenizer.ggml.eos_token_id"))
-
-    @property
     def pooling_type(self) -> int | None:
         return _as_int(self._arch("pooling_type"))
 
@@ -407,11 +379,6 @@ class GGUFInfo:
     @property
     def has_audio(self) -> bool:
         return f"{self.architecture}.audio.block_count" in self.metadata
-
-    @property
-    def projector_has_audio(self) -> bool:
-        """For an mmproj file: whether the projector also encodes audio."""
-        return self.metadata.get("clip.has_audio_encoder") is True
 
     # --- raw access ----------------------------------------------------------------------------------------
 

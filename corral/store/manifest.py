@@ -14,6 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
+from corral.errors import ManifestError
+
 # Manifest and config media types (Docker distribution v2, which Ollama's registry speaks).
 MEDIA_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 MEDIA_CONFIG = "application/vnd.docker.container.image.v1+json"
@@ -38,10 +40,6 @@ DIGEST_RE = re.compile(r"sha256[:-][0-9a-fA-F]{64}")  # always used with fullmat
 _GO_HTML_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
 _GO_HTML_RE = re.compile("[<>&\u2028\u2029]")
 _LONE_SURROGATE_RE = re.compile("[\ud800-\udfff]")
-
-
-class ManifestError(ValueError):
-    """A manifest or config blob that cannot be parsed or does not have the required shape."""
 
 
 def go_json(value: Any) -> bytes:
@@ -130,9 +128,6 @@ class Manifest(BaseModel):
     def blobs(self) -> list[Layer]:
         """Every blob the manifest references: the layers, then the config."""
         return [*self.layers, self.config]
-
-    def layers_of(self, media_type: str) -> list[Layer]:
-        return [layer for layer in self.layers if layer.media_type == media_type]
 
     def first_layer(self, media_type: str) -> Layer | None:
         for layer in self.layers:

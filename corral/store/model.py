@@ -12,15 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from corral.errors import InvalidGGUF, ModelError, TemplateError
 from corral.store import manifest as mf
-from corral.store.gguf_info import GGUFInfo, InvalidGGUF, read_gguf_info
+from corral.store.gguf_info import GGUFInfo, read_gguf_info
 from corral.store.names import ModelName
 from corral.store.store import ManifestRecord, Store
-from corral.templates.gotemplate import Template, TemplateError, parse
-
-
-class ModelError(ValueError):
-    """The manifest points at something unusable (no weights, a broken template...)."""
+from corral.templates.gotemplate import Template, parse
 
 
 @functools.lru_cache(maxsize=64)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from corral.errors import InvalidModelName
+
 DEFAULT_HOST = "registry.ollama.ai"
 DEFAULT_NAMESPACE = "library"
 DEFAULT_TAG = "latest"
@@ -33,10 +35,6 @@ _PART_RULES = {
     "model": "letters, digits, '_', '-' and '.'",
     "tag": "letters, digits, '_', '-' and '.'",
 }
-
-
-class InvalidModelName(ValueError):
-    """The text is not a model name Corral (or Ollama) accepts."""
 
 
 def _fail(text: object, reason: str) -> InvalidModelName:
@@ -85,9 +83,6 @@ class ModelName:
     def key(self) -> tuple[str, str, str, str]:
         """Case-folded parts: Ollama matches existing names case-insensitively (ASCII only, as parts are ASCII)."""
         return (self.host.lower(), self.namespace.lower(), self.model.lower(), self.tag.lower())
-
-    def equal_fold(self, other: ModelName) -> bool:
-        return self.key == other.key
 
     def display_shortest(self) -> str:
         """Ollama's DisplayShortest: drop the default host (and then the default namespace); always keep ``:tag``."""
@@ -157,11 +152,3 @@ def parse_name(text: str) -> ModelName:
     for kind, value in (("host", host), ("namespace", namespace), ("model", model), ("tag", tag)):
         _check_part(kind, value, text)
     return ModelName(host, namespace, model, tag)
-
-
-def is_valid_name(text: str) -> bool:
-    try:
-        parse_name(text)
-    except InvalidModelName:
-        return False
-    return True

@@ -33,6 +33,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from corral.errors import CorruptManifest, DigestMismatch, InvalidDigest, MissingBlob, ModelNotFound, StoreError
+
 from . import locks
 from .manifest import Manifest, ManifestError
 from .names import InvalidModelName, ModelName, parse_name
@@ -48,38 +50,6 @@ _PARTIAL_RE = re.compile(r"sha256-([0-9a-f]{64})-partial(?:-\d+)?")  # a downloa
 _LOCK_FILE_RE = re.compile(r"sha256-([0-9a-f]{64})\.(pin|download)")
 _FRESH_HOLD_S = 3600.0  # how long a blob written for a manifest-to-be stays pinned if that manifest never comes
 _FRESH_MAX = 512
-
-
-class StoreError(Exception):
-    """A store operation failed; the message is safe to show to an API client."""
-
-
-class ModelNotFound(StoreError, LookupError):
-    def __init__(self, name: str | ModelName) -> None:
-        shown = name.display_shortest() if isinstance(name, ModelName) else name
-        super().__init__(f"model '{shown}' not found")
-        self.name = shown
-
-
-class InvalidDigest(StoreError, ValueError):
-    def __init__(self, digest: object = None) -> None:
-        super().__init__("invalid digest format")
-        self.digest = digest
-
-
-class DigestMismatch(StoreError):
-    def __init__(self, expected: str, got: str) -> None:
-        super().__init__(f'digest mismatch, expected "{expected}", got "{got}"')
-        self.expected = expected
-        self.got = got
-
-
-class MissingBlob(StoreError):
-    """A manifest names a blob that is absent or has the wrong size."""
-
-
-class CorruptManifest(StoreError):
-    """A manifest file (or manifest bytes handed in) that does not parse."""
 
 
 def canonical_digest(digest: str) -> str:

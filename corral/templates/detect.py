@@ -165,7 +165,8 @@ def detect(chat_template: str, *, bos_token: str | None = None, eos_token: str |
 
     ``bos_token``/``eos_token`` are the model's token texts the Jinja template may print; with ``add_bos`` the
     engine adds BOS itself, so a BOS the Jinja template prints is not part of the comparison."""
-    from corral.templates.gotemplate import TemplateError, parse
+    from corral.errors import TemplateError
+    from corral.templates.gotemplate import parse
 
     if not chat_template or len(chat_template) > MAX_TEMPLATE_CHARS:
         return None

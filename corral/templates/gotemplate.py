@@ -22,6 +22,8 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
 
+from corral.errors import TemplateError
+
 __all__ = [
     "MAX_DEPTH",
     "MAX_ITERATIONS",
@@ -63,10 +65,6 @@ MAX_DEPTH = 100
 """Deepest nesting of control structures, parentheses and ``{{template}}`` calls."""
 MAX_ITERATIONS = 1_000_000
 """Most ``range`` iterations plus ``{{template}}`` calls in one execution (bounds ``{{range 1000000000}}``)."""
-
-
-class TemplateError(Exception):
-    """A template failed to parse or to execute; the message says what and where, Go style."""
 
 
 # ---------------------------------------------------------------------------------------------------------------

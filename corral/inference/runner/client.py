@@ -18,17 +18,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
-
-class EngineError(RuntimeError):
-    """The engine answered with an error (``status`` is its HTTP status)."""
-
-    def __init__(self, message: str, status: int = 500) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class EngineUnreachable(RuntimeError):
-    """The connection to the engine failed or broke mid-stream: the runner has most likely died."""
+from corral.errors import RunnerReplyError, RunnerUnreachable
 
 
 def _error_message(body: bytes) -> str:
@@ -42,7 +32,7 @@ def _error_message(body: bytes) -> str:
     return str(err)
 
 
-class EngineClient:
+class RunnerClient:
     """``url`` is ``http://127.0.0.1:PORT`` or ``unix:///path/to/engine.sock``, as the runner announced it."""
 
     def __init__(self, url: str, api_key: str) -> None:
@@ -58,13 +48,10 @@ class EngineClient:
             self._tcp = (parts.hostname or "127.0.0.1", parts.port or 80)
             self._authority = f"{self._tcp[0]}:{self._tcp[1]}"
 
-    async def aclose(self) -> None:
-        """Nothing to release: every request has a connection of its own."""
-
     async def healthy(self) -> bool:
         try:
             await asyncio.wait_for(self.get("/health"), 10.0)
-        except (EngineError, EngineUnreachable, TimeoutError):
+        except (RunnerReplyError, RunnerUnreachable, TimeoutError):
             return False
         return True
 
@@ -80,7 +67,7 @@ class EngineClient:
                 return await asyncio.wait_for(asyncio.open_unix_connection(self._socket, limit=1 << 20), 10.0)
             return await asyncio.wait_for(asyncio.open_connection(*self._tcp, limit=1 << 20), 10.0)
         except (OSError, TimeoutError) as exc:
-            raise EngineUnreachable(f"cannot connect to the engine: {exc}") from exc
+            raise RunnerUnreachable(f"cannot connect to the engine: {exc}") from exc
 
     async def _open(self, method: str, path: str, body: dict[str, Any] | None, *, accept: str = "application/json",
                     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, int, bool, int | None]:
@@ -97,7 +84,7 @@ class EngineClient:
             status, chunked, length = await _read_head(reader)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
             writer.close()
-            raise EngineUnreachable(f"engine connection broke: {exc}") from exc
+            raise RunnerUnreachable(f"engine connection broke: {exc}") from exc
         except BaseException:
             writer.close()
             raise
@@ -110,11 +97,11 @@ class EngineClient:
         finally:
             writer.close()
         if status >= 400:
-            raise EngineError(_error_message(data), status)
+            raise RunnerReplyError(_error_message(data), status)
         try:
             return json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise EngineError(f"the engine answered {path} with invalid JSON") from exc
+            raise RunnerReplyError(f"the engine answered {path} with invalid JSON") from exc
 
     async def stream(self, path: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """POST with ``stream: true`` and yield each server-sent event's JSON object."""
@@ -122,7 +109,7 @@ class EngineClient:
             "POST", path, {**body, "stream": True}, accept="text/event-stream")
         try:
             if status >= 400:
-                raise EngineError(_error_message(await _read_body(reader, chunked, length)), status)
+                raise RunnerReplyError(_error_message(await _read_body(reader, chunked, length)), status)
             async for event in _events(_body_chunks(reader, chunked)):
                 yield event
         finally:
@@ -158,7 +145,7 @@ async def _read_body(reader: asyncio.StreamReader, chunked: bool, length: int | 
         try:
             return await reader.readexactly(length)
         except (OSError, asyncio.IncompleteReadError) as exc:
-            raise EngineUnreachable(f"engine connection broke: {exc}") from exc
+            raise RunnerUnreachable(f"engine connection broke: {exc}") from exc
     return b"".join([piece async for piece in _body_chunks(reader, chunked)])
 
 
@@ -176,7 +163,7 @@ async def _body_chunks(reader: asyncio.StreamReader, chunked: bool) -> AsyncIter
             data = await reader.readexactly(size + 2)
             yield data[:-2]
     except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as exc:
-        raise EngineUnreachable(f"engine connection broke mid-stream: {exc}") from exc
+        raise RunnerUnreachable(f"engine connection broke mid-stream: {exc}") from exc
 
 
 async def _events(chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
@@ -193,7 +180,7 @@ async def _events(chunks: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]
                         return
                     event = json.loads(payload)
                     if isinstance(event, dict) and isinstance(event.get("error"), dict | str):
-                        raise EngineError(_error_message(payload))
+                        raise RunnerReplyError(_error_message(payload))
                     yield event
                 elif line.startswith(b"error: "):
-                    raise EngineError(_error_message(line[7:]))
+                    raise RunnerReplyError(_error_message(line[7:]))

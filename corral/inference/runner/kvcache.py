@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 
 from corral import config
-from corral.inference.runner.client import EngineClient
+from corral.inference.runner.client import RunnerClient
 
 log = logging.getLogger("corral.kvcache")
 
@@ -38,7 +38,7 @@ def directory_for(model_digest: str, adapters: list[str], num_ctx: int) -> Path:
     return root() / key
 
 
-async def save(client: EngineClient, directory: Path) -> int:
+async def save(client: RunnerClient, directory: Path) -> int:
     """Save every slot with a long cached prompt; returns how many were saved. Never raises."""
     if max_bytes() <= 0:
         return 0
@@ -70,7 +70,7 @@ async def save(client: EngineClient, directory: Path) -> int:
     return saved
 
 
-async def restore(client: EngineClient, directory: Path, slots: int) -> int:
+async def restore(client: RunnerClient, directory: Path, slots: int) -> int:
     """Load saved slot files into the new runner's slots; returns how many were restored. Never raises."""
     if not directory.is_dir():
         return 0

@@ -1,11 +1,18 @@
-"""Start, watch and stop one runner process (the engine hosting one model).
+"""Runner processes: start, watch and stop the process that hosts an engine on one model.
 
-The server owns each runner: it starts it, reads its readiness line, keeps the tail of its log for error messages,
-and kills it on unload. The runner kills itself if the server dies (see ``engine_main``).
+The server owns each runner: it starts it, waits until it serves, keeps the tail of its log for error messages, and
+kills it on unload. Two engines implement :class:`~corral.inference.runner.base.Runner`:
+
+- :class:`WheelRunner`, the default: ``python -m corral.inference.runner.wheel`` hosts the ``xllamacpp`` wheel's
+  engine. It reads its launch spec on stdin (so the API key never shows in the process list), listens on a Unix
+  socket in a fresh 0700 directory, announces itself on stdout and dies with the server.
+- :class:`ServerBinaryRunner`: an external ``llama-server`` binary (``CORRAL_LLAMA_SERVER``) started with the same
+  options as flags, on a random loopback port.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import collections
 import contextlib
@@ -14,80 +21,29 @@ import logging
 import os
 import secrets
 import shutil
+import socket
 import sys
 import tempfile
-from dataclasses import dataclass, field
-from typing import Any
 
 from corral import config
-from corral.inference.runner.client import EngineClient
+from corral.errors import RunnerError
+from corral.inference.runner.base import Runner
+from corral.inference.runner.client import RunnerClient
+from corral.inference.runner.spec import LaunchSpec
 
 log = logging.getLogger("corral.runner")
 
 
-class RunnerError(RuntimeError):
-    """The engine could not load the model, or died; the message is meant for the API client."""
+def new_runner(spec: LaunchSpec) -> Runner:
+    """The runner for a launch: the external binary when one is configured, else the wheel's engine."""
+    binary = config.llama_server_binary()
+    if binary:
+        return ServerBinaryRunner(spec, binary)
+    return WheelRunner(spec)
 
 
-@dataclass
-class LaunchSpec:
-    """Everything that is fixed for the life of a runner; a change in any of it needs a new runner."""
-
-    model: str
-    num_ctx: int
-    parallel: int
-    num_batch: int = 512
-    num_thread: int = 0
-    num_gpu: int = -1
-    use_mmap: bool | None = None
-    num_keep: int = 4
-    embedding: bool = False
-    reranking: bool = False  # a cross-encoder scoring (query, document) pairs: pooling RANK, the /rerank endpoint
-    pooling: str | None = None  # "last" to embed with a decoder LLM; None: the GGUF's own pooling
-    adapters: list[str] = field(default_factory=list)
-    slot_save_path: str | None = None
-    # Speculative decoding (corral.inference.speculative): engine method names (--spec-type), a draft model, its length.
-    speculative: list[str] = field(default_factory=list)
-    draft: str | None = None
-    draft_max: int = 0
-
-    def to_json(self, api_key: str) -> dict[str, Any]:
-        return {**self.__dict__, "api_key": api_key}
-
-    def external_args(self, binary: str, port: int, api_key: str) -> list[str]:
-        """The same launch as ``llama-server`` flags, for ``CORRAL_LLAMA_SERVER``."""
-        args = [
-            binary, "-m", self.model, "--host", "127.0.0.1", "--port", str(port), "--api-key", api_key,
-            "-c", str(self.num_ctx * self.parallel), "-np", str(self.parallel), "-b", str(self.num_batch),
-            "-t", str(self.num_thread or (os.cpu_count() or 1)), "--jinja", "--slots", "--props", "--no-warmup",
-            "--context-shift", "--keep", str(self.num_keep),
-        ]
-        if self.num_gpu >= 0:
-            args += ["-ngl", str(self.num_gpu)]
-        if self.use_mmap is False:
-            args.append("--no-mmap")
-        if self.embedding:
-            args.append("--embedding")
-        if self.reranking:
-            args.append("--reranking")
-        if self.pooling:
-            args += ["--pooling", self.pooling]
-        for adapter in self.adapters:
-            args += ["--lora", adapter]
-        if self.slot_save_path:
-            args += ["--slot-save-path", self.slot_save_path]
-        if self.speculative:
-            args += ["--spec-type", ",".join(self.speculative)]
-        if self.draft:
-            args += ["-md", self.draft, "--spec-draft-n-max", str(self.draft_max),
-                     "--spec-draft-threads", str(self.num_thread or (os.cpu_count() or 1))]
-            if self.num_gpu >= 0:
-                args += ["--spec-draft-ngl", str(self.num_gpu)]
-        return args
-
-
-class RunnerProcess:
-    """One engine process and the client that talks to it."""
+class _EngineProcess(abc.ABC):
+    """What both runners share: the child process, its log tail, and how it is stopped and explained."""
 
     def __init__(self, spec: LaunchSpec) -> None:
         self.spec = spec
@@ -95,9 +51,12 @@ class RunnerProcess:
         self._proc: asyncio.subprocess.Process | None = None
         self._log_tail: collections.deque[str] = collections.deque(maxlen=40)
         self._stderr_task: asyncio.Task[None] | None = None
-        self.client: EngineClient | None = None
-        self.url = ""
+        self._client: RunnerClient | None = None
         self._socket_dir: str | None = None
+
+    @property
+    def client(self) -> RunnerClient | None:
+        return self._client
 
     @property
     def pid(self) -> int | None:
@@ -107,79 +66,34 @@ class RunnerProcess:
         return self._proc is not None and self._proc.returncode is None
 
     def exit_message(self) -> str:
-        """Why the engine stopped: its exit status and the last meaningful log line."""
         code = self._proc.returncode if self._proc else None
         status = f"exit status {code}" if code is not None and code >= 0 else f"signal {-(code or 0)}"
         detail = next((line for line in reversed(self._log_tail) if " E " in line or "error" in line.lower()), "")
         return f"llama-server process no longer running: {status} {detail}".strip()
 
     async def start(self, timeout: float) -> None:
-        external = config.llama_server_binary()
-        env = dict(os.environ)
-        if external:
-            port = _free_port()
-            args = self.spec.external_args(external, port, self._api_key)
-            self._proc = await asyncio.create_subprocess_exec(
-                *args, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.PIPE, env=env, limit=1 << 20,
-            )
-            self.url = f"http://127.0.0.1:{port}"
-        else:
-            self._proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "corral.inference.runner.wheel",
-                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-                env=env, limit=1 << 20,
-            )
-        self._stderr_task = asyncio.create_task(self._drain_stderr())
         try:
-            await asyncio.wait_for(self._await_ready(external is not None), timeout)
+            url = await asyncio.wait_for(self._launch(), timeout)
         except TimeoutError:
             await self.stop()
             raise RunnerError(f"timed out waiting for llama runner to start after {timeout:.0f}s") from None
         except RunnerError:
             await self.stop()
             raise
-        self.client = EngineClient(self.url, self._api_key)
-        if external:
-            await self._await_health(timeout)
-        log.info("runner pid=%s serving %s on %s", self.pid, os.path.basename(self.spec.model), self.url)
+        except OSError as exc:
+            await self.stop()
+            raise RunnerError(f"failed to start llama runner: {exc}") from exc
+        log.info("runner pid=%s serving %s on %s", self.pid, os.path.basename(self.spec.model), url)
 
-    async def _await_ready(self, external: bool) -> None:
-        assert self._proc is not None
-        if external:
-            return
-        assert self._proc.stdin is not None and self._proc.stdout is not None
-        self._socket_dir = tempfile.mkdtemp(prefix="corral-runner-")  # mode 0700: only this user can connect
-        launch = {**self.spec.to_json(self._api_key), "socket": os.path.join(self._socket_dir, "engine.sock")}
-        self._proc.stdin.write((json.dumps(launch) + "\n").encode())
-        await self._proc.stdin.drain()
-        self._proc.stdin.close()
-        while True:
-            line = await self._proc.stdout.readline()
-            if not line:
-                await self._proc.wait()
-                raise RunnerError(self._load_failure())
-            try:
-                event = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if event.get("event") == "ready":
-                self.url = event["url"]
-                return
-            if event.get("event") == "error":
-                raise RunnerError(f"failed to load model: {event.get('error')}")
+    @abc.abstractmethod
+    async def _launch(self) -> str:
+        """Start the process and wait until its engine serves; returns its URL (the client is set by then)."""
 
-    async def _await_health(self, timeout: float) -> None:
-        assert self.client is not None
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while loop.time() < deadline:
-            if not self.alive():
-                raise RunnerError(self._load_failure())
-            if await self.client.healthy():
-                return
-            await asyncio.sleep(0.1)
-        raise RunnerError("timed out waiting for llama runner to start")
+    async def _spawn(self, *args: str, stdin: int, stdout: int) -> asyncio.subprocess.Process:
+        self._proc = await asyncio.create_subprocess_exec(
+            *args, stdin=stdin, stdout=stdout, stderr=asyncio.subprocess.PIPE, env=dict(os.environ), limit=1 << 20)
+        self._stderr_task = asyncio.create_task(self._drain_stderr())
+        return self._proc
 
     def _load_failure(self) -> str:
         errors = [line for line in self._log_tail if " E " in line or "error" in line.lower() or "failed" in line]
@@ -203,12 +117,8 @@ class RunnerProcess:
 
     async def stop(self) -> None:
         """SIGTERM, then SIGKILL if the engine does not exit within 5 s."""
-        if self.client is not None:
-            await self.client.aclose()
         proc = self._proc
-        if proc is None:
-            return
-        if proc.returncode is None:
+        if proc is not None and proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 proc.terminate()
             try:
@@ -226,9 +136,87 @@ class RunnerProcess:
             self._socket_dir = None
 
 
-def _free_port() -> int:
-    import socket
+class WheelRunner(_EngineProcess):
+    """The ``xllamacpp`` wheel's engine in a child process of Corral's own (``corral.inference.runner.wheel``)."""
 
+    async def _launch(self) -> str:
+        proc = await self._spawn(sys.executable, "-m", "corral.inference.runner.wheel",
+                                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+        assert proc.stdin is not None and proc.stdout is not None
+        self._socket_dir = tempfile.mkdtemp(prefix="corral-runner-")  # mode 0700: only this user can connect
+        launch = {**self.spec.to_json(), "api_key": self._api_key,
+                  "socket": os.path.join(self._socket_dir, "engine.sock")}
+        proc.stdin.write((json.dumps(launch) + "\n").encode())
+        await proc.stdin.drain()
+        proc.stdin.close()
+        while True:
+            line = await proc.stdout.readline()
+            if not line:
+                await proc.wait()
+                raise RunnerError(self._load_failure())
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if event.get("event") == "ready":
+                self._client = RunnerClient(event["url"], self._api_key)
+                return str(event["url"])
+            if event.get("event") == "error":
+                raise RunnerError(f"failed to load model: {event.get('error')}")
+
+
+class ServerBinaryRunner(_EngineProcess):
+    """An external ``llama-server`` binary: the same launch as command-line flags, on a random loopback port."""
+
+    def __init__(self, spec: LaunchSpec, binary: str) -> None:
+        super().__init__(spec)
+        self.binary = binary
+
+    async def _launch(self) -> str:
+        port = _free_port()
+        await self._spawn(*server_flags(self.spec, self.binary, port, self._api_key),
+                          stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}"
+        self._client = RunnerClient(url, self._api_key)
+        while not await self._client.healthy():
+            if not self.alive():
+                raise RunnerError(self._load_failure())
+            await asyncio.sleep(0.1)
+        return url
+
+
+def server_flags(spec: LaunchSpec, binary: str, port: int, api_key: str) -> list[str]:
+    """A launch spec as ``llama-server`` command-line flags."""
+    threads = str(spec.num_thread or (os.cpu_count() or 1))
+    args = [
+        binary, "-m", spec.model, "--host", "127.0.0.1", "--port", str(port), "--api-key", api_key,
+        "-c", str(spec.num_ctx * spec.parallel), "-np", str(spec.parallel), "-b", str(spec.num_batch),
+        "-t", threads, "--jinja", "--slots", "--props", "--no-warmup", "--context-shift", "--keep", str(spec.num_keep),
+    ]
+    if spec.num_gpu >= 0:
+        args += ["-ngl", str(spec.num_gpu)]
+    if spec.use_mmap is False:
+        args.append("--no-mmap")
+    if spec.embedding:
+        args.append("--embedding")
+    if spec.reranking:
+        args.append("--reranking")
+    if spec.pooling:
+        args += ["--pooling", spec.pooling]
+    for adapter in spec.adapters:
+        args += ["--lora", adapter]
+    if spec.slot_save_path:
+        args += ["--slot-save-path", spec.slot_save_path]
+    if spec.speculative:
+        args += ["--spec-type", ",".join(spec.speculative)]
+    if spec.draft:
+        args += ["-md", spec.draft, "--spec-draft-n-max", str(spec.draft_max), "--spec-draft-threads", threads]
+        if spec.num_gpu >= 0:
+            args += ["--spec-draft-ngl", str(spec.num_gpu)]
+    return args
+
+
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -22,7 +22,7 @@ from typing import Any
 PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent(parent_pid: int) -> None:
+def die_with_parent(parent_pid: int) -> None:
     """Never outlive the server: the kernel signals us when the parent dies; a watchdog covers the race before that."""
     with contextlib.suppress(Exception):
         libc = ctypes.CDLL(None, use_errno=True)
@@ -54,7 +54,8 @@ def build_params(spec: dict[str, Any]) -> Any:
     # port for other local users to find.
     p.hostnames = [spec.get("socket") or "127.0.0.1"]
     p.port = int(spec.get("port", 0))
-    p.api_keys = [spec["api_key"]]
+    if spec.get("api_key"):
+        p.api_keys = [spec["api_key"]]
     slots = int(spec.get("parallel", 1))
     p.n_parallel = slots
     # llama-server splits -c across slots; Corral's num_ctx is per request, like Ollama's.
@@ -118,7 +119,7 @@ def _speculative(p: Any, spec: dict[str, Any], threads: int) -> None:
 
 def main() -> int:
     parent = os.getppid()
-    _die_with_parent(parent)
+    die_with_parent(parent)
     try:
         spec = json.loads(sys.stdin.readline())
     except json.JSONDecodeError as exc:
