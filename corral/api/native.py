@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from corral import __version__
 from corral.api import schemas as s
-from corral.api.shared import fold, normalize, resolve_model, service_of, store_of
+from corral.api.shared import CorralRoute, fold, normalize, resolve_model, service_of, store_of
 from corral.api.streaming import collect_json, ndjson_stream, now_rfc3339
 from corral.errors import APIError, InvalidModelName, ModelNotFound
 from corral.inference import options
@@ -23,7 +23,7 @@ from corral.store.model import Model, load_model
 from corral.store.names import parse_name
 from corral.store.store import ManifestRecord, Store
 
-router = APIRouter()
+router = APIRouter(route_class=CorralRoute)
 
 # The Ollama API level Corral implements; clients gate features on it.
 OLLAMA_COMPAT_VERSION = "0.33.0"
@@ -244,6 +244,14 @@ def _check_think(model: Model, think: Any) -> None:
         raise APIError(400, f'"{model.display_name}" does not support thinking')
 
 
+def _check_tokens(model: Model, tokens: list[int]) -> None:
+    """Token ids the engine will detokenize must be in its vocabulary (an id beyond it is not the client's to send)."""
+    vocab = model.info.array_length("tokenizer.ggml.tokens") or 0
+    bad = [t for t in tokens if t < 0 or (vocab and t >= vocab)]
+    if bad:
+        raise APIError(400, f"invalid token id {bad[0]} (vocabulary size {vocab})")
+
+
 def _check_images(model: Model, images: list[str] | None) -> None:
     if images and "vision" not in model.capabilities():
         raise APIError(400, f'"{model.display_name}" does not support images')
@@ -265,6 +273,8 @@ async def generate(request: Request, body: s.GenerateRequest) -> Response:
     model = resolve_model(store, body.model)
     keep_alive = _keep_alive(body.keep_alive)
     name = model.display_name
+    if body.context:
+        _check_tokens(model, body.context)
     if body.raw and (body.template or body.system or body.context):
         raise APIError(400, "raw mode does not support template, system, or context")
     if "completion" not in model.capabilities():
@@ -440,10 +450,7 @@ async def tokenize(request: Request, body: s.TokenizeRequest) -> s.TokenizeRespo
 @router.post("/api/detokenize", response_model=s.DetokenizeResponse)
 async def detokenize(request: Request, body: s.DetokenizeRequest) -> s.DetokenizeResponse:
     model = resolve_model(store_of(request), body.model)
-    vocab = model.info.array_length("tokenizer.ggml.tokens") or 0
-    bad = [t for t in body.tokens if t < 0 or (vocab and t >= vocab)]
-    if bad:
-        raise APIError(400, f"invalid token id {bad[0]} (vocabulary size {vocab})")
+    _check_tokens(model, body.tokens)
     content = await service_of(request).detokenize(model, body.tokens, options.validate(body.options),
                                                 _keep_alive(body.keep_alive))
     return s.DetokenizeResponse(content=content)

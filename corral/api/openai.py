@@ -41,6 +41,7 @@ from corral.api.shared import (
     service_of,
     sse_response,
     store_of,
+    token_limit,
 )
 from corral.errors import APIError, InvalidModelName, ModelNotFound
 from corral.inference import options
@@ -97,7 +98,8 @@ def _chat_options(body: o.ChatCompletionRequest) -> dict[str, Any]:
         opts["stop"] = stop
     limit = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     if limit is not None:
-        opts["num_predict"] = limit
+        opts["num_predict"] = token_limit(limit, "max_completion_tokens" if body.max_completion_tokens is not None
+                                          else "max_tokens")
     for key in ("seed", "frequency_penalty", "presence_penalty"):
         value = getattr(body, key)
         if value is not None:
@@ -316,7 +318,7 @@ def _completion_options(body: o.CompletionRequest) -> dict[str, Any]:
     if stop is not None:
         opts["stop"] = stop
     if body.max_tokens is not None:
-        opts["num_predict"] = body.max_tokens
+        opts["num_predict"] = token_limit(body.max_tokens, "max_tokens")
     if body.seed is not None:
         opts["seed"] = body.seed
     return options.validate(opts)

@@ -36,6 +36,7 @@ from corral.api.shared import (
     service_of,
     sse_response,
     store_of,
+    token_limit,
     tool_message,
 )
 from corral.errors import APIError
@@ -146,7 +147,7 @@ def _options(body: o.ResponsesRequest) -> dict[str, Any]:
     if body.top_p is not None:
         opts["top_p"] = body.top_p
     if body.max_output_tokens is not None:
-        opts["num_predict"] = body.max_output_tokens
+        opts["num_predict"] = token_limit(body.max_output_tokens, "max_output_tokens")
     return options.validate(opts)
 
 

@@ -56,6 +56,7 @@ def plan(model: Model, opts: dict[str, Any], *, for_embedding: bool = False) -> 
         speculative=drafting.types,
         draft=drafting.draft,
         draft_max=drafting.draft_max,
+        cache_ram_mib=0 if embedding else memory.prompt_cache_bytes(info, runner_opts.num_ctx, parallel) >> 20,
     )
     key = runner_key(model)
     if spec.pooling:
@@ -84,4 +85,7 @@ def _size(model: Model, spec: LaunchSpec) -> int:
     weights = model.model_path.stat().st_size + sum(p.stat().st_size for p in model.adapters)
     if spec.draft and model.draft is not None:
         weights += model.draft.stat().st_size
-    return memory.model_bytes(model.info, weights, spec.num_ctx, spec.parallel)
+    size = memory.model_bytes(model.info, weights, spec.num_ctx, spec.parallel)
+    if not spec.cache_ram_mib:  # embedding runners keep no prompt cache
+        size -= memory.prompt_cache_bytes(model.info, spec.num_ctx, spec.parallel)
+    return size

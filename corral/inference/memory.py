@@ -33,7 +33,25 @@ def kv_cache_bytes(info: GGUFInfo, num_ctx: int) -> int:
 
 
 def model_bytes(info: GGUFInfo, weights_size: int, num_ctx: int, parallel: int) -> int:
-    return weights_size + kv_cache_bytes(info, num_ctx) * parallel
+    """What a runner holds: weights, every slot's KV cache, and the engine's prompt cache."""
+    return weights_size + kv_cache_bytes(info, num_ctx) * parallel + prompt_cache_bytes(info, num_ctx, parallel)
+
+
+PROMPT_CACHE_MIN = 64 << 20
+PROMPT_CACHE_MAX = 8 << 30  # the engine's own default, which it fills whatever the model
+
+
+def prompt_cache_bytes(info: GGUFInfo, num_ctx: int, parallel: int) -> int:
+    """The engine's prompt cache: KV states of earlier prompts kept in RAM so a returning conversation skips its
+    prefix. Unbounded by Corral it grew by each request's prompt state (~1.4 MB for SmolLM2) up to 8 GiB; Corral
+    gives it one more full KV cache's worth (every slot's), at least 64 MiB, or ``CORRAL_PROMPT_CACHE`` MiB (0 turns
+    it off), and counts it like the KV cache."""
+    from corral import config
+
+    configured = config.env_int("PROMPT_CACHE", -1)
+    if configured >= 0:
+        return configured << 20
+    return min(max(kv_cache_bytes(info, num_ctx) * parallel, PROMPT_CACHE_MIN), PROMPT_CACHE_MAX)
 
 
 def choose_parallel(info: GGUFInfo, weights_size: int, num_ctx: int, requested: int) -> int:

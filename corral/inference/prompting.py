@@ -212,25 +212,52 @@ async def _render(client: RunnerClient, req: InferenceRequest, tmpl: Template | 
             text = await client.detokenize(req.context) + text
         return text
     messages = with_model_messages(req)
-    text = prompts.render_chat(tmpl, messages, tools=req.tools, think=flag, think_level=level)
-    # Bytes bound tokens from above for byte-level tokenizers: most prompts skip tokenizing altogether.
-    if len(text.encode()) + 2 <= num_ctx:
-        return text
-    return await _fit_history(client, tmpl, messages, req, think, num_ctx, text)
+    # Bytes bound tokens from above for byte-level tokenizers: most prompts skip tokenizing altogether. The
+    # messages' own text is a lower bound of the prompt's bytes, so a long history is not even rendered whole.
+    if sum(len(str(m.get("content") or "").encode()) for m in messages) + 2 <= num_ctx:
+        text = prompts.render_chat(tmpl, messages, tools=req.tools, think=flag, think_level=level)
+        if len(text.encode()) + 2 <= num_ctx:
+            return text
+    return await _fit_history(client, tmpl, messages, req, think, num_ctx)
 
 
 async def _fit_history(client: RunnerClient, tmpl: Template, messages: list[dict[str, Any]], req: InferenceRequest,
-                       think: bool | str | None, num_ctx: int, full: str) -> str:
-    """Drop the oldest non-system messages until the prompt fits num_ctx; the last message always stays."""
-    if len(await client.tokenize(full, add_special=True)) <= num_ctx:
-        return full
+                       think: bool | str | None, num_ctx: int) -> str:
+    """The prompt of the longest tail of the chat that fits num_ctx: system messages always stay, then as many of
+    the latest other messages as fit; the last message stays even when it alone is too long, as in Ollama.
+
+    The window grows from the end by doubling, then a binary search between the last size that fit and the first
+    that did not: each try renders and tokenizes only its window, which is at most twice the prompt that fits, so
+    the cost follows ``num_ctx``, not the length of the history (10,000 messages cost what 100 do)."""
     system = [m for m in messages if m.get("role") == "system"]
     rest = [m for m in messages if m.get("role") != "system"]
-    text = full
-    for start in range(1, len(rest)):
-        window = system + rest[start:]
-        text = prompts.render_chat(tmpl, window, tools=req.tools, think=think_flag(think),
-                                   think_level=think_level(think))
-        if len(await client.tokenize(text, add_special=True)) <= num_ctx:
-            return text
-    return text
+
+    async def fits(count: int) -> tuple[bool, str]:
+        text = prompts.render_chat(tmpl, system + rest[len(rest) - count:], tools=req.tools,
+                                   think=think_flag(think), think_level=think_level(think))
+        if len(text.encode()) + 2 <= num_ctx:
+            return True, text
+        return len(await client.tokenize(text, add_special=True)) <= num_ctx, text
+
+    ok, best = await fits(min(1, len(rest)))
+    if not ok or len(rest) <= 1:
+        return best
+    good, bad = 1, len(rest) + 1
+    size = 2
+    while size < bad:
+        ok, text = await fits(min(size, len(rest)))
+        if not ok:
+            bad = min(size, len(rest))
+            break
+        good, best = min(size, len(rest)), text
+        if good == len(rest):
+            return best
+        size *= 2
+    while bad - good > 1:
+        middle = (good + bad) // 2
+        ok, text = await fits(middle)
+        if ok:
+            good, best = middle, text
+        else:
+            bad = middle
+    return best

@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from corral import metrics
+from corral import config, metrics
 from corral.errors import InferenceError, RequestError, RunnerReplyError, RunnerUnreachable
-from corral.inference import embedding, launch, memory, options, prompting, rerank, streams
+from corral.inference import embedding, launch, options, prompting, rerank, streams
 from corral.inference.request import Embeddings, Final, InferenceRequest, Piece, RunningModel
 from corral.inference.runner.base import Runner
 from corral.inference.runner.client import RunnerClient
@@ -63,14 +63,13 @@ class InferenceService:
         out = []
         for entry, slots_busy in zip(entries, busy, strict=True):
             model = entry.model
-            if entry.refs > 0 and 0 <= entry.keep_alive < FOREVER:
+            if entry.refs > 0 and 0 <= entry.keep_alive < config.KEEP_ALIVE_MAX:
                 expires: float | None = time.time() + entry.keep_alive  # the clock starts when the requests end
-            elif entry.keep_alive < 0 or entry.expires_at == FOREVER:
+            elif not 0 <= entry.keep_alive < config.KEEP_ALIVE_MAX or entry.expires_at == FOREVER:
                 expires = None
             else:
                 expires = entry.expires_at
-            size = memory.model_bytes(model.info, model.record.manifest.size, entry.spec.num_ctx, entry.spec.parallel)
-            out.append(RunningModel(model=model, size=size, expires_at=expires, context_length=entry.spec.num_ctx,
+            out.append(RunningModel(model=model, size=entry.size, expires_at=expires, context_length=entry.spec.num_ctx,
                                     parallel=entry.spec.parallel, slots_busy=slots_busy))
         return out
 

@@ -26,6 +26,7 @@ class LaunchSpec:
     speculative: list[str] = field(default_factory=list)
     draft: str | None = None
     draft_max: int = 0
+    cache_ram_mib: int | None = None  # the engine's prompt cache (MiB; 0 off); None leaves the engine's default
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

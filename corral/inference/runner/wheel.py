@@ -76,6 +76,8 @@ def build_params(spec: dict[str, Any]) -> Any:
     p.endpoint_props = True
     p.use_jinja = True
     p.warmup = False
+    if spec.get("cache_ram_mib") is not None:
+        p.cache_ram_mib = int(spec["cache_ram_mib"])
     if spec.get("slot_save_path"):
         p.slot_save_path = spec["slot_save_path"]
     if spec.get("embedding"):
