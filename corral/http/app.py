@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from corral import __version__, config, metrics
-from corral.api import anthropic, create, native, openai, responses, transfer, ui
+from corral.api import anthropic, create, health, native, openai, responses, transfer, ui
 from corral.api import rerank as rerank_api
 from corral.authoring import bundled
 from corral.http import auth, errors, fastlane, hotpath, reqlog, security
@@ -50,6 +50,7 @@ def create_app(models_dir: Path | None = None, bind: config.HostPort | None = No
                 store.prune()
             except Exception as exc:  # pruning is housekeeping; never fatal
                 log.warning("prune skipped: %s", exc)
+        app.state.ready = True  # /readyz: start-up done
         try:
             yield
         finally:
@@ -83,6 +84,7 @@ def create_app(models_dir: Path | None = None, bind: config.HostPort | None = No
     app.add_middleware(reqlog.RequestLog)
     errors.install(app)
     app.include_router(native.router)
+    app.include_router(health.router)
     app.include_router(openai.router)
     app.include_router(responses.router)
     app.include_router(anthropic.router)

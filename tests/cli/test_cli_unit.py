@@ -632,9 +632,9 @@ def test_help_lists_commands_in_ollamas_order() -> None:
     code, out, _ = cli(["--help"])
     assert code == 0
     names = re.findall(r"^  (\w+)\s", out.split("Commands:")[1], re.M)
-    # Ollama's commands in Ollama's order, then Corral's own (export, import, ui), then help
+    # Ollama's commands in Ollama's order, then Corral's own (export, import, ui, server, service), then help
     assert names == ["serve", "create", "show", "run", "stop", "pull", "push", "list", "ps", "cp", "rm",
-                     "export", "import", "ui", "help"]
+                     "export", "import", "ui", "server", "service", "help"]
     code, out, _ = cli(["help", "run"])
     assert code == 0 and "Usage: corral run" in out and "OLLAMA_NOHISTORY" in out
 
@@ -802,6 +802,8 @@ def test_autostart_spawns_and_waits(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     started: list[Stub] = []
 
     class Running:
+        pid = os.getpid()  # a live process, so the record of the started server has a real start time
+
         def poll(self) -> None:
             return None
 
@@ -827,6 +829,7 @@ def test_autostart_spawns_and_waits(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     assert out == "NAME    ID    SIZE    MODIFIED \n"
     assert err == f"Starting corral server in the background (log: {tmp_path / 'logs' / 'server.log'})\n"
     assert len(started) == 1
+    assert (tmp_path / "server.pid").read_text().splitlines()[:2] == [str(os.getpid()), f"127.0.0.1:{port}"]
 
 
 @pytest.mark.e2e
