@@ -1,9 +1,15 @@
 """The lexer: template source to tokens, the way Go's ``text/template/parse`` lexer splits it.
 
-A lexing error ends the token list with an error token (the parser reports it).
+Outside actions the source is text up to the next ``{{``; inside an action, the first character of each token
+picks the method that scans it (a table lookup rather than a chain of tests, which keeps the per-token cost low).
+Every scanning method takes the position to scan from and returns where the next token starts, or ``-1`` once
+lexing has ended: at EOF, or after an error token, which is always the last token (the parser reports it).
 """
 
 from __future__ import annotations
+
+import re
+from collections.abc import Callable
 
 from .literals import go_quote, go_rune
 
@@ -42,6 +48,7 @@ __all__ = [
     "T_TEXT",
     "T_VAR",
     "T_WITH",
+    "Lexer",
     "Token",
     "lex",
 ]
@@ -53,7 +60,7 @@ T_STRING, T_RAWSTRING, T_BOOL, T_NIL, T_PIPE, T_LPAREN, T_RPAREN = range(14, 21)
 T_ASSIGN, T_DECLARE, T_CHAR = range(21, 24)
 T_BLOCK, T_BREAK, T_CONTINUE, T_DEFINE, T_ELSE, T_END, T_IF, T_RANGE, T_TEMPLATE, T_WITH = range(24, 34)
 
-_KEYWORDS = {
+_WORDS = {
     "block": T_BLOCK,
     "break": T_BREAK,
     "continue": T_CONTINUE,
@@ -65,8 +72,15 @@ _KEYWORDS = {
     "template": T_TEMPLATE,
     "with": T_WITH,
     "nil": T_NIL,
+    "true": T_BOOL,
+    "false": T_BOOL,
 }
 _SPACE = " \t\r\n"
+_TERMINATORS = _SPACE + ".,|:()"
+# Runs scanned with one regex call instead of a Python loop per character.  _ASCII_WORD stops at the first
+# non-ASCII character, where Lexer.word_end goes on by Go's rule (unicode.IsLetter or IsDigit).
+_ASCII_WORD = re.compile(r"[0-9A-Za-z_]*")
+_QUOTED = {'"': re.compile(r'"(?:[^"\\\n]|\\[^\n])*"'), "'": re.compile(r"'(?:[^'\\\n]|\\[^\n])*'")}
 
 
 class Token:
@@ -80,6 +94,7 @@ class Token:
         self.pos = pos
 
     def __str__(self) -> str:
+        """The token as Go's parser names it in ``unexpected ...`` errors."""
         if self.typ == T_EOF:
             return "EOF"
         if self.typ == T_ERROR:
@@ -97,209 +112,302 @@ def _is_alnum(c: str) -> bool:
 
 def lex(src: str) -> list[Token]:
     """Split the source into tokens the way Go's lexer does; a lexing error ends the list with an error token."""
-    toks: list[Token] = []
-    add = toks.append
-    n = len(src)
-    pos = 0
+    return Lexer(src).run()
 
-    def at_right_delim(p: int) -> tuple[bool, bool]:
-        if p + 1 < n and src[p] in _SPACE and src[p + 1] == "-" and src.startswith("}}", p + 2):
-            return True, True
-        return src.startswith("}}", p), False
 
-    def terminator(p: int) -> bool:
-        if p >= n:
-            return True
-        c = src[p]
-        return c in _SPACE or c in ".,|:()" or src.startswith("}}", p)
+class Lexer:
+    """One pass over one source; see the module docstring for the scanning protocol."""
 
-    while True:
+    __slots__ = ("depth", "n", "src", "toks")
+
+    def __init__(self, src: str) -> None:
+        self.src = src
+        self.n = len(src)
+        self.toks: list[Token] = []
+        self.depth = 0
+        """Open parentheses in the current action."""
+
+    def run(self) -> list[Token]:
+        pos = 0
+        while pos >= 0:
+            pos = self.text(pos)
+        return self.toks
+
+    def error(self, msg: str, pos: int) -> int:
+        self.toks.append(Token(T_ERROR, msg, pos))
+        return -1
+
+    def skip_space(self, p: int) -> int:
+        src, n = self.src, self.n
+        while p < n and src[p] in _SPACE:
+            p += 1
+        return p
+
+    # -- outside actions
+
+    def text(self, pos: int) -> int:
+        """Text up to the next ``{{`` (less trailing space before ``{{- ``), then the comment or action there."""
+        src, n, toks = self.src, self.n, self.toks
         x = src.find("{{", pos)
         if x < 0:
             if pos < n:
-                add(Token(T_TEXT, src[pos:], pos))
-            add(Token(T_EOF, "", n))
-            return toks
-        after = x + 2
-        trim = after + 1 < n and src[after] == "-" and src[after + 1] in _SPACE
-        end = x
-        if trim:
-            end = pos + len(src[pos:x].rstrip(_SPACE))
+                toks.append(Token(T_TEXT, src[pos:], pos))
+            toks.append(Token(T_EOF, "", n))
+            return -1
+        p = x + 2
+        trim = p + 1 < n and src[p] == "-" and src[p + 1] in _SPACE
+        end = pos + len(src[pos:x].rstrip(_SPACE)) if trim else x
         if end > pos:
-            add(Token(T_TEXT, src[pos:end], pos))
-        p = after + 2 if trim else after
+            toks.append(Token(T_TEXT, src[pos:end], pos))
+        if trim:
+            p += 2
         if src.startswith("/*", p):
-            close = src.find("*/", p + 2)
-            if close < 0:
-                add(Token(T_ERROR, "unclosed comment", p))
-                return toks
-            q = close + 2
-            delim, rtrim = at_right_delim(q)
-            if not delim:
-                add(Token(T_ERROR, "comment ends before closing delimiter", q))
-                return toks
-            add(Token(T_COMMENT, src[p:q], p))
-            q += 4 if rtrim else 2
-            if rtrim:
-                while q < n and src[q] in _SPACE:
-                    q += 1
-            pos = q
-            continue
-        add(Token(T_LDELIM, "{{", x))
-        depth = 0
+            return self.comment(p)
+        toks.append(Token(T_LDELIM, "{{", x))
+        return self.action(p)
+
+    def comment(self, p: int) -> int:
+        """``/* ... */``, which must be followed at once by the closing delimiter."""
+        src = self.src
+        close = src.find("*/", p + 2)
+        if close < 0:
+            return self.error("unclosed comment", p)
+        q = close + 2
+        if src.startswith("}}", q):
+            trim = False
+        elif q + 1 < self.n and src[q] in _SPACE and src.startswith("-}}", q + 1):
+            trim = True
+        else:
+            return self.error("comment ends before closing delimiter", q)
+        self.toks.append(Token(T_COMMENT, src[p:q], p))
+        return self.skip_space(q + 4) if trim else q + 2
+
+    def right_delim(self, p: int, trim: bool) -> int:
+        """``}}``, or `` -}}`` (at ``p``, the space), which also drops the space that follows."""
+        if self.depth:
+            return self.error("unclosed left paren", p)
+        if trim:
+            p += 2
+        self.toks.append(Token(T_RDELIM, "}}", p))
+        return self.skip_space(p + 2) if trim else p + 2
+
+    # -- inside actions
+
+    def action(self, p: int) -> int:
+        """The tokens of one action, up to and including its closing delimiter."""
+        src, n = self.src, self.n
+        scanners = _SCANNERS
+        self.depth = 0
         while True:
-            delim, rtrim = at_right_delim(p)
-            if delim:
-                if depth:
-                    add(Token(T_ERROR, "unclosed left paren", p))
-                    return toks
-                if rtrim:
-                    p += 2
-                add(Token(T_RDELIM, "}}", p))
-                p += 2
-                if rtrim:
-                    while p < n and src[p] in _SPACE:
-                        p += 1
-                break
             if p >= n:
-                add(Token(T_ERROR, "unclosed action", p))
-                return toks
+                return self.error("unclosed action", p)
             c = src[p]
-            start = p
-            if c in _SPACE:
-                while p < n and src[p] in _SPACE:
-                    p += 1
-                if src[p - 1] in _SPACE and p < n and src[p] == "-" and src.startswith("}}", p + 1):
-                    p -= 1
-                    if p == start:
-                        continue
-                add(Token(T_SPACE, src[start:p], start))
-            elif c == "=":
-                add(Token(T_ASSIGN, "=", p))
-                p += 1
-            elif c == ":":
-                if not src.startswith(":=", p):
-                    add(Token(T_ERROR, "expected :=", p))
-                    return toks
-                add(Token(T_DECLARE, ":=", p))
-                p += 2
-            elif c == "|":
-                add(Token(T_PIPE, "|", p))
-                p += 1
-            elif c == '"' or c == "'":
-                p += 1
-                while True:
-                    d = src[p] if p < n else ""
-                    p += 1
-                    if d == "\\":
-                        if p < n and src[p] != "\n":
-                            p += 1
-                            continue
-                        d = ""
-                    if d in ("", "\n"):
-                        what = "quoted string" if c == '"' else "character constant"
-                        add(Token(T_ERROR, f"unterminated {what}", start))
-                        return toks
-                    if d == c:
-                        break
-                add(Token(T_STRING if c == '"' else T_CHARCONST, src[start:p], start))
-            elif c == "`":
-                close = src.find("`", p + 1)
-                if close < 0:
-                    add(Token(T_ERROR, "unterminated raw quoted string", start))
-                    return toks
-                p = close + 1
-                add(Token(T_RAWSTRING, src[start:p], start))
-            elif c == "$" or (c == "." and not (p + 1 < n and "0" <= src[p + 1] <= "9")):
-                p += 1
-                if terminator(p):
-                    add(Token(T_VAR if c == "$" else T_DOT, c, start))
-                    continue
-                while p < n and _is_alnum(src[p]):
-                    p += 1
-                if not terminator(p):
-                    add(Token(T_ERROR, f"bad character {go_rune(src[p])}", p))
-                    return toks
-                add(Token(T_VAR if c == "$" else T_FIELD, src[start:p], start))
-            elif c in "+-." or "0" <= c <= "9":
-                p, ok = _scan_number(src, p)
-                typ = T_NUMBER
-                if ok and p < n and src[p] in "+-":
-                    p, ok = _scan_number(src, p)
-                    ok = ok and src[p - 1] == "i"
-                    typ = T_COMPLEX
-                if not ok:
-                    add(Token(T_ERROR, f"bad number syntax: {go_quote(src[start:p])}", start))
-                    return toks
-                add(Token(typ, src[start:p], start))
-            elif _is_alnum(c):
-                while p < n and _is_alnum(src[p]):
-                    p += 1
-                if not terminator(p):
-                    add(Token(T_ERROR, f"bad character {go_rune(src[p])}", p))
-                    return toks
-                word = src[start:p]
-                if word in _KEYWORDS:
-                    add(Token(_KEYWORDS[word], word, start))
-                elif word in ("true", "false"):
-                    add(Token(T_BOOL, word, start))
-                else:
-                    add(Token(T_IDENT, word, start))
-            elif c == "(":
-                depth += 1
-                add(Token(T_LPAREN, "(", p))
-                p += 1
-            elif c == ")":
-                depth -= 1
-                if depth < 0:
-                    add(Token(T_ERROR, "unexpected right paren", p))
-                    return toks
-                add(Token(T_RPAREN, ")", p))
-                p += 1
-            elif ord(c) < 128 and c.isprintable():
-                add(Token(T_CHAR, c, p))
-                p += 1
-            else:
-                add(Token(T_ERROR, f"unrecognized character in action: {go_rune(c)}", p))
-                return toks
-        pos = p
+            if c == "}":
+                if src.startswith("}}", p):
+                    return self.right_delim(p, False)
+            elif c in _SPACE and src.startswith("-}}", p + 1):
+                return self.right_delim(p, True)
+            p = scanners.get(c, Lexer.other)(self, p)
+            if p < 0:
+                return p
 
+    def space(self, p: int) -> int:
+        """A run of spaces; one space before ``-}}`` stays, as part of that delimiter."""
+        src = self.src
+        start = p
+        p = self.skip_space(p + 1)
+        if src.startswith("-}}", p):
+            p -= 1
+        if p > start:
+            self.toks.append(Token(T_SPACE, src[start:p], start))
+        return p
 
-def _scan_number(src: str, p: int) -> tuple[int, bool]:
-    n = len(src)
+    def assign(self, p: int) -> int:
+        self.toks.append(Token(T_ASSIGN, "=", p))
+        return p + 1
 
-    def accept(chars: str) -> bool:
-        nonlocal p
-        if p < n and src[p] in chars:
-            p += 1
+    def declare(self, p: int) -> int:
+        if not self.src.startswith(":=", p):
+            return self.error("expected :=", p)
+        self.toks.append(Token(T_DECLARE, ":=", p))
+        return p + 2
+
+    def pipe(self, p: int) -> int:
+        self.toks.append(Token(T_PIPE, "|", p))
+        return p + 1
+
+    def left_paren(self, p: int) -> int:
+        self.depth += 1
+        self.toks.append(Token(T_LPAREN, "(", p))
+        return p + 1
+
+    def right_paren(self, p: int) -> int:
+        self.depth -= 1
+        if self.depth < 0:
+            return self.error("unexpected right paren", p)
+        self.toks.append(Token(T_RPAREN, ")", p))
+        return p + 1
+
+    def char(self, p: int) -> int:
+        """Any other printable ASCII character (the parser accepts only ``,`` among them)."""
+        self.toks.append(Token(T_CHAR, self.src[p], p))
+        return p + 1
+
+    def quoted(self, p: int) -> int:
+        """A ``"string"`` or ``'c'`` character constant: backslash escapes anything but a newline."""
+        quote = self.src[p]
+        m = _QUOTED[quote].match(self.src, p)
+        if m is None:
+            what = "quoted string" if quote == '"' else "character constant"
+            return self.error(f"unterminated {what}", p)
+        self.toks.append(Token(T_STRING if quote == '"' else T_CHARCONST, m.group(), p))
+        return m.end()
+
+    def raw_string(self, p: int) -> int:
+        """A ```raw string```, which may span lines."""
+        close = self.src.find("`", p + 1)
+        if close < 0:
+            return self.error("unterminated raw quoted string", p)
+        self.toks.append(Token(T_RAWSTRING, self.src[p : close + 1], p))
+        return close + 1
+
+    def variable(self, p: int) -> int:
+        """``$`` or ``$name``."""
+        return self.named(p, T_VAR, T_VAR)
+
+    def dot(self, p: int) -> int:
+        """``.``, a field ``.Name``, or a number such as ``.5``."""
+        if p + 1 < self.n and "0" <= self.src[p + 1] <= "9":
+            return self.number(p)
+        return self.named(p, T_DOT, T_FIELD)
+
+    def named(self, start: int, bare: int, named: int) -> int:
+        """``$`` or ``.`` (type ``bare``) alone, or followed by a name (type ``named``)."""
+        src = self.src
+        if self.at_terminator(start + 1):
+            self.toks.append(Token(bare, src[start], start))
+            return start + 1
+        p = self.word_end(start + 1)
+        if not self.at_terminator(p):
+            return self.error(f"bad character {go_rune(src[p])}", p)
+        self.toks.append(Token(named, src[start:p], start))
+        return p
+
+    def word(self, p: int) -> int:
+        """A keyword, ``true``/``false``, or a function name."""
+        start = p
+        p = self.word_end(p)
+        if not self.at_terminator(p):
+            return self.error(f"bad character {go_rune(self.src[p])}", p)
+        word = self.src[start:p]
+        self.toks.append(Token(_WORDS.get(word, T_IDENT), word, start))
+        return p
+
+    def other(self, p: int) -> int:
+        """A character outside the table: a non-ASCII letter or digit starts a word; anything else is an error."""
+        c = self.src[p]
+        if _is_alnum(c):
+            return self.word(p)
+        return self.error(f"unrecognized character in action: {go_rune(c)}", p)
+
+    def word_end(self, p: int) -> int:
+        """End of the run of letters, digits and underscores at ``p``."""
+        src, n = self.src, self.n
+        m = _ASCII_WORD.match(src, p)
+        assert m is not None  # the pattern matches the empty string
+        p = m.end()
+        while p < n and src[p] > "\x7f" and _is_alnum(src[p]):
+            m = _ASCII_WORD.match(src, p + 1)
+            assert m is not None
+            p = m.end()
+        return p
+
+    def at_terminator(self, p: int) -> bool:
+        """Whether a word may end before ``p`` (Go's ``atTerminator``)."""
+        if p >= self.n:
             return True
-        return False
+        c = self.src[p]
+        return c in _TERMINATORS or (c == "}" and self.src.startswith("}}", p))
 
-    def run(chars: str) -> None:
-        nonlocal p
-        while p < n and src[p] in chars:
-            p += 1
+    def number(self, p: int) -> int:
+        """A number, or a complex constant written ``1+2i``; checked loosely here, exactly by the parser."""
+        src, n = self.src, self.n
+        start = p
+        p, ok = _number_end(src, p)
+        typ = T_NUMBER
+        if ok and p < n and src[p] in "+-":
+            p, ok = _number_end(src, p)
+            ok = ok and src[p - 1] == "i"
+            typ = T_COMPLEX
+        if not ok:
+            return self.error(f"bad number syntax: {go_quote(src[start:p])}", start)
+        self.toks.append(Token(typ, src[start:p], start))
+        return p
 
-    accept("+-")
-    digits = "0123456789_"
-    if accept("0"):
-        if accept("xX"):
-            digits = "0123456789abcdefABCDEF_"
-        elif accept("oO"):
-            digits = "01234567_"
-        elif accept("bB"):
-            digits = "01_"
-    run(digits)
-    if accept("."):
-        run(digits)
-    if len(digits) == 11 and accept("eE"):
-        accept("+-")
-        run("0123456789_")
-    if len(digits) == 23 and accept("pP"):
-        accept("+-")
-        run("0123456789_")
-    accept("i")
-    if p < n and _is_alnum(src[p]):
+
+_DECIMAL = "0123456789_"
+_HEX = "0123456789abcdefABCDEF_"
+_PREFIXES = {"0x": _HEX, "0X": _HEX, "0o": "01234567_", "0O": "01234567_", "0b": "01_", "0B": "01_"}
+_EXPONENTS = {_DECIMAL: ("e", "E"), _HEX: ("p", "P")}
+
+
+def _skip(src: str, p: int, chars: str, most: int = -1) -> int:
+    """The position after a run of ``chars`` at ``p`` (at most ``most`` of them when given)."""
+    n = len(src)
+    while most and p < n and src[p] in chars:
+        p += 1
+        most -= 1
+    return p
+
+
+def _number_end(src: str, p: int) -> tuple[int, bool]:
+    """Go's ``scanNumber``: the end of the number at ``p`` and whether it looked like one: sign, base prefix,
+    digits, fraction, exponent (``e`` for decimal, ``p`` for hex), ``i``, and then no letter or digit."""
+    p = _skip(src, p, "+-", 1)
+    digits = _PREFIXES.get(src[p : p + 2])
+    if digits is None:
+        digits = _DECIMAL
+    else:
+        p += 2
+    p = _skip(src, p, digits)
+    if src.startswith(".", p):
+        p = _skip(src, p + 1, digits)
+    if src[p : p + 1] in _EXPONENTS.get(digits, ()):
+        p = _skip(src, _skip(src, p + 1, "+-", 1), _DECIMAL)
+    p = _skip(src, p, "i", 1)
+    if _is_alnum(src[p : p + 1]):
         return p + 1, False
     return p, True
 
+
+def _scanner_for(c: str) -> Callable[[Lexer, int], int]:
+    """The method that scans a token starting with ASCII character ``c``."""
+    special: dict[str, Callable[[Lexer, int], int]] = {
+        "=": Lexer.assign,
+        ":": Lexer.declare,
+        "|": Lexer.pipe,
+        "(": Lexer.left_paren,
+        ")": Lexer.right_paren,
+        '"': Lexer.quoted,
+        "'": Lexer.quoted,
+        "`": Lexer.raw_string,
+        "$": Lexer.variable,
+        ".": Lexer.dot,
+        "+": Lexer.number,
+        "-": Lexer.number,
+    }
+    if c in _SPACE:
+        return Lexer.space
+    if c in special:
+        return special[c]
+    if "0" <= c <= "9":
+        return Lexer.number
+    if _is_alnum(c):
+        return Lexer.word
+    if c.isprintable():
+        return Lexer.char
+    return Lexer.other
+
+
+_SCANNERS = {chr(i): _scanner_for(chr(i)) for i in range(128)}
+"""First character of a token -> its scanner; non-ASCII characters go to :meth:`Lexer.other`."""
