@@ -146,10 +146,6 @@ class Template:
         """A template with the same source, defined templates and functions but another main tree."""
         return Template(self.source, root, self.trees, name=self.name, funcs=self.funcs)
 
-    def lookup(self, name: str) -> ListNode | None:
-        """The tree of a ``{{define}}``/``{{block}}`` template, or None."""
-        return self.trees.get(name)
-
     @property
     def vars(self) -> frozenset[str]:
         """Lower-cased names of every field and variable the template uses (Ollama's ``Template.Vars``)."""
