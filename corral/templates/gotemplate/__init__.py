@@ -13,8 +13,8 @@ defines a ``String()`` method prints through it, as a Go ``fmt.Stringer`` does.
 
 Modules: :mod:`.lexer` (source to tokens), :mod:`.parser` (tokens to the :mod:`.nodes` tree, with
 :mod:`.literals` for constants), :mod:`.compiler` (tree to closures, and running them), :mod:`.builtins` (the
-function table), :mod:`.gofmt` (Go's printing and JSON), :mod:`.errors`.  Everything a caller needs is re-exported
-here.
+function table), :mod:`.gofmt` (Go values and their printing), :mod:`.gojson` (their JSON), :mod:`.errors`.
+Everything a caller needs is re-exported here.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from typing import Any
 from .builtins import BUILTINS, FuncEntry
 from .compiler import Program, State
 from .errors import MAX_DEPTH, MAX_ITERATIONS, MAX_OUTPUT, TemplateError
-from .gofmt import NIL_EMPTY, OMITEMPTY, OMITNIL, GoStruct, go_json, go_sprint, go_sprintf
+from .gofmt import GoStruct, go_sprint, go_sprintf
+from .gojson import NIL_EMPTY, OMITEMPTY, OMITNIL, go_json
 from .nodes import (
     ActionNode,
     BoolNode,

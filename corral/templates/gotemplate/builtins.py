@@ -10,7 +10,8 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from typing import Any, TypeAlias
 
-from .gofmt import fmt_value, go_json, go_sprint, go_sprintf, go_sprintln, go_type
+from .gofmt import fmt_value, go_sprint, go_sprintf, go_sprintln, go_type
+from .gojson import go_json
 
 __all__ = ["BUILTINS", "FuncEntry", "FuncError", "short_circuit", "truth"]
 

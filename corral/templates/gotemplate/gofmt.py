@@ -1,37 +1,27 @@
-"""Go values in Python: :class:`GoStruct`, and how Go prints them (``fmt``'s ``Sprint``, ``Sprintln``,
-``Sprintf``) and marshals them (``encoding/json``), which is what ``print``, ``printf`` and ``json`` in a template
-must reproduce byte for byte."""
+"""Go values in Python: :class:`GoStruct`, Go's type names, and how Go's ``fmt`` prints values (``Sprint``,
+``Sprintln``, ``Sprintf``), which is what actions, ``print`` and ``printf`` in a template must reproduce byte for
+byte."""
 
 from __future__ import annotations
 
-import base64
 import math
-import re
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 from .literals import go_quote, go_quote_rune
 
 __all__ = [
-    "NIL_EMPTY",
-    "OMITEMPTY",
-    "OMITNIL",
     "GoStruct",
+    "digits_e",
+    "digits_f",
+    "float_digits",
     "fmt_value",
-    "go_json",
     "go_sprint",
     "go_sprintf",
     "go_sprintln",
     "go_type",
     "sorted_items",
 ]
-
-OMITEMPTY = 1
-"""JSON field flag: leave out when empty (false, 0, "", nil, empty list/map), as Go's ``omitempty``."""
-NIL_EMPTY = 2
-"""JSON field flag: an empty list or map stands for a Go nil slice/map and encodes as ``null``."""
-OMITNIL = 4
-"""JSON field flag: leave out only when ``None`` (``omitempty`` on a Go interface field)."""
 
 
 class GoStruct:
@@ -47,11 +37,6 @@ class GoStruct:
     _fields: ClassVar[tuple[str, ...]] = ()
     _json: ClassVar[tuple[tuple[str, str, int], ...] | None] = None
     _go_type: ClassVar[str] = "struct"
-
-
-class _Unsupported(Exception):
-    """A value ``encoding/json`` refuses; :func:`go_json` turns it into ``ValueError``."""
-
 
 
 def go_type(v: Any) -> str:
@@ -79,7 +64,7 @@ def go_type(v: Any) -> str:
     return type(v).__name__
 
 
-def _float_digits(x: float) -> tuple[str, int]:
+def float_digits(x: float) -> tuple[str, int]:
     """Shortest round-trip decimal digits of ``x > 0`` and the decimal point position (value = 0.DIGITS x 10^dp)."""
     mant, _, exp = repr(x).partition("e")
     ip, _, fp = mant.partition(".")
@@ -89,13 +74,15 @@ def _float_digits(x: float) -> tuple[str, int]:
     return stripped.rstrip("0") or "0", dp
 
 
-def _fmt_e(digits: str, dp: int, upper: bool = False) -> str:
+def digits_e(digits: str, dp: int, upper: bool = False) -> str:
+    """Digits as d.ddde±XX (Go's exponent form, at least two exponent digits)."""
     exp = dp - 1
     s = digits[0] + ("." + digits[1:] if len(digits) > 1 else "")
     return s + ("E" if upper else "e") + ("-" if exp < 0 else "+") + f"{abs(exp):02d}"
 
 
-def _fmt_f(digits: str, dp: int) -> str:
+def digits_f(digits: str, dp: int) -> str:
+    """Digits in positional form, no exponent."""
     if dp <= 0:
         return "0." + "0" * -dp + digits
     if dp >= len(digits):
@@ -111,25 +98,9 @@ def _go_float(x: float, upper: bool = False) -> str:
         return "+Inf" if x > 0 else "-Inf"
     if x == 0:
         return "-0" if math.copysign(1.0, x) < 0 else "0"
-    digits, dp = _float_digits(abs(x))
+    digits, dp = float_digits(abs(x))
     exp = dp - 1
-    s = _fmt_e(digits, dp, upper) if exp < -4 or exp >= 6 else _fmt_f(digits, dp)
-    return "-" + s if x < 0 else s
-
-
-def _json_float(x: float) -> str:
-    if x != x or math.isinf(x):
-        raise _Unsupported("unsupported value")
-    if x == 0:
-        return "-0" if math.copysign(1.0, x) < 0 else "0"
-    a = abs(x)
-    digits, dp = _float_digits(a)
-    if a < 1e-6 or a >= 1e21:
-        s = _fmt_e(digits, dp)
-        if s[-3] == "-" and s[-2] == "0":
-            s = s[:-2] + s[-1]
-    else:
-        s = _fmt_f(digits, dp)
+    s = digits_e(digits, dp, upper) if exp < -4 or exp >= 6 else digits_f(digits, dp)
     return "-" + s if x < 0 else s
 
 
@@ -456,131 +427,3 @@ def go_sprintf(fmt: str, args: list[Any] | tuple[Any, ...]) -> str:
         extra = ", ".join("<nil>" if a is None else f"{go_type(a)}={fmt_value(a)}" for a in args[argi:])
         out.append(f"%!(EXTRA {extra})")
     return "".join(out)
-
-
-_JSON_ESC_RE = re.compile('[\x00-\x1f"\\\\<>&\u2028\u2029\ud800-\udfff]')
-_JSON_ESC = {
-    '"': '\\"',
-    "\\": "\\\\",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-    "\b": "\\b",
-    "\f": "\\f",
-    "<": "\\u003c",
-    ">": "\\u003e",
-    "&": "\\u0026",
-    "\u2028": "\\u2028",
-    "\u2029": "\\u2029",
-}
-
-
-def _json_esc(m: re.Match[str]) -> str:
-    c = m.group()
-    e = _JSON_ESC.get(c)
-    if e is not None:
-        return e
-    if "\ud800" <= c <= "\udfff":
-        return "\\ufffd"
-    return f"\\u{ord(c):04x}"
-
-
-def _json_str(s: str) -> str:
-    return '"' + _JSON_ESC_RE.sub(_json_esc, s) + '"'
-
-
-def _json_empty(v: Any) -> bool:
-    if v is None or v is False or (v.__class__ in (int, float) and v == 0) or v == "":
-        return True
-    return isinstance(v, (list, tuple, Mapping, bytes, bytearray)) and len(v) == 0
-
-
-def _json_enc(v: Any, out: list[str]) -> None:
-    cls = v.__class__
-    if cls is str:
-        out.append(_json_str(v))
-    elif v is None:
-        out.append("null")
-    elif cls is bool:
-        out.append("true" if v else "false")
-    elif cls is int:
-        out.append(str(v))
-    elif cls is float:
-        out.append(_json_float(v))
-    else:
-        hook = getattr(cls, "__go_json__", None)
-        if hook is not None:
-            _json_enc(hook(v), out)
-        elif isinstance(v, GoStruct):
-            spec = v._json if v._json is not None else tuple((f, f, 0) for f in v._fields)
-            out.append("{")
-            first = True
-            for attr, key, flags in spec:
-                x = getattr(v, attr)
-                if (flags & OMITEMPTY and _json_empty(x)) or (flags & OMITNIL and x is None):
-                    continue
-                if not first:
-                    out.append(",")
-                first = False
-                out.append(_json_str(key))
-                out.append(":")
-                if flags & NIL_EMPTY and isinstance(x, (list, tuple, Mapping)) and not x:
-                    out.append("null")
-                else:
-                    _json_enc(x, out)
-            out.append("}")
-        elif isinstance(v, Mapping):
-            items = list(v.items()) if getattr(cls, "_go_ordered", False) else None
-            if items is None:
-                try:
-                    items = sorted(((k if isinstance(k, str) else _json_key(k)), x) for k, x in v.items())
-                except TypeError:
-                    items = sorted(((_json_key(k), x) for k, x in v.items()), key=lambda kv: kv[0])
-            out.append("{")
-            for idx, (k, x) in enumerate(items):
-                if idx:
-                    out.append(",")
-                out.append(_json_str(k if isinstance(k, str) else _json_key(k)))
-                out.append(":")
-                _json_enc(x, out)
-            out.append("}")
-        elif isinstance(v, (bytes, bytearray)):
-            out.append('"' + base64.b64encode(bytes(v)).decode() + '"')
-        elif isinstance(v, (list, tuple)):
-            out.append("[")
-            for idx, x in enumerate(v):
-                if idx:
-                    out.append(",")
-                _json_enc(x, out)
-            out.append("]")
-        elif isinstance(v, bool):
-            out.append("true" if v else "false")
-        elif isinstance(v, int):
-            out.append(str(int(v)))
-        elif isinstance(v, float):
-            out.append(_json_float(float(v)))
-        elif isinstance(v, str):
-            out.append(_json_str(str(v)))
-        else:
-            raise _Unsupported(f"json: unsupported type: {go_type(v)}")
-
-
-def _json_key(k: Any) -> str:
-    if isinstance(k, str):
-        return k
-    if isinstance(k, int) and not isinstance(k, bool):
-        return str(k)
-    raise _Unsupported(f"json: unsupported type: map[{go_type(k)}]interface {{}}")
-
-
-def go_json(v: Any) -> str:
-    """Go's ``json.Marshal`` output for a value: compact, map keys sorted, ``<>&`` escaped as ``\\u003c``...
-
-    Raises ``ValueError`` for what Go refuses (NaN, infinities, unsupported types)."""
-    out: list[str] = []
-    try:
-        _json_enc(v, out)
-    except _Unsupported as e:
-        raise ValueError(str(e)) from None
-    return "".join(out)
-
