@@ -160,13 +160,12 @@ def _f_index(item: Any, *indexes: Any) -> Any:
             if x >= len(seq):
                 raise FuncError(f"index out of range: {x}")
             item = seq[x]
-        elif isinstance(item, Mapping):
+        elif isinstance(item, Mapping):  # a map[string]any: Go does not convert the key
             if ix is None:
                 raise FuncError("value is nil; should be of type string")
-            try:
-                item = item.get(ix)
-            except TypeError:
-                raise FuncError(f"value has type {go_type(ix)}; should be string") from None
+            if not isinstance(ix, str):
+                raise FuncError(f"value has type {go_type(ix)}; should be string")
+            item = item.get(ix)
         else:
             raise FuncError(f"can't index item of type {go_type(item)}")
     return item
