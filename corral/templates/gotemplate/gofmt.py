@@ -183,10 +183,10 @@ def go_sprintln(args: Iterable[Any]) -> str:
 
 
 class _Spec:
-    __slots__ = ("minus", "plus", "plus_v", "prec", "sharp", "space", "width", "zero")
+    __slots__ = ("minus", "plus", "plus_v", "prec", "sharp", "sharp_v", "space", "width", "zero")
 
     def __init__(self) -> None:
-        self.minus = self.plus = self.plus_v = self.sharp = self.space = self.zero = False
+        self.minus = self.plus = self.plus_v = self.sharp = self.sharp_v = self.space = self.zero = False
         self.width: int | None = None
         self.prec: int | None = None
 
@@ -248,25 +248,85 @@ def _fmt_int(v: int, verb: str, sp: _Spec) -> str:
     return s
 
 
+def _hex_float(x: float, prec: int | None, upper: bool) -> str:
+    """strconv's ``'x'`` format of ``x >= 0``: ``0x1.hhhp+dd``, the mantissa normalised to a leading 1 (subnormals
+    too), shortest hex digits, or ``prec`` digits rounded half to even."""
+    mant, exp = 0, 0
+    if x:
+        m, e = math.frexp(x)  # x = m * 2**e, 0.5 <= m < 1: the leading 1 lands on bit 60
+        mant, exp = int(m * (1 << 61)), e - 1
+    if prec is not None and prec < 15:
+        shift = prec * 4
+        extra = (mant << shift) & ((1 << 60) - 1)
+        mant >>= 60 - shift
+        if extra | (mant & 1) > 1 << 59:
+            mant += 1
+        mant <<= 60 - shift
+        if mant & (1 << 61):  # rounded up to 2.0
+            mant >>= 1
+            exp += 1
+    frac = format(mant & ((1 << 60) - 1), "015x")
+    frac = frac.rstrip("0") if prec is None else frac[:prec].ljust(prec, "0")
+    s = "0x" + str(mant >> 60) + ("." + frac if frac else "") + "p" + ("-" if exp < 0 else "+") + f"{abs(exp):02d}"
+    return s.upper() if upper else s
+
+
+def _binary_float(x: float) -> str:
+    """strconv's ``'b'`` format of ``x >= 0``: the integer mantissa and the power of two, ``4503599627370496p-52``."""
+    if x >= 2.0**-1022:
+        m, e = math.frexp(x)
+        return f"{int(m * (1 << 53))}p{e - 53:+d}"
+    return f"{int(math.ldexp(x, 1074))}p-1074"
+
+
+def _sharp_float(num: str, verb: str, prec: int | None) -> str:
+    """Go's ``#`` flag on a formatted float: always a decimal point, and for ``%g`` (and ``%x``) trailing zeros up to
+    the precision (6 by default), counting significant characters as Go's fmt does."""
+    digits = (6 if prec is None else prec) if verb in "gGx" else 0
+    body, tail, point, nonzero = num, "", False, False
+    for i, c in enumerate(num):
+        if c == ".":
+            point = True
+        elif c in "pP" or (c in "eE" and verb not in "xX"):
+            body, tail = num[:i], num[i:]
+            break
+        else:
+            nonzero = nonzero or c != "0"
+            digits -= nonzero
+    if not point:
+        digits -= body == "0"
+        body += "."
+    return body + "0" * max(digits, 0) + tail
+
+
 def _fmt_float(v: float, verb: str, sp: _Spec) -> str:
-    if verb not in "vgGeEfF":
+    if verb not in "vgGeEfFxXb":
         return _bad_verb(verb, v)
     if v != v or math.isinf(v):
         s = "NaN" if v != v else ("-Inf" if v < 0 else "+Inf")
         if s == "+Inf" and not sp.plus:
             s = " Inf" if sp.space else "+Inf"
         return sp.pad(s)
-    if verb in "vgG" and sp.prec is None:
-        s = _go_float(abs(v), upper=verb == "G")
+    a = abs(v)
+    if verb in "xX":
+        s = _hex_float(a, sp.prec, verb == "X")
+    elif verb == "b":
+        s = _binary_float(a)
+    elif verb in "vgG" and sp.prec is None:
+        s = _go_float(a, upper=verb == "G")
     else:
         prec = 6 if sp.prec is None else sp.prec
-        if verb in "gG":
-            s = format(abs(v), f".{max(prec, 1)}{verb}")
+        if verb in "vgG":  # %.3v is %.3g
+            s = format(a, f".{max(prec, 1)}{'G' if verb == 'G' else 'g'}")
         else:
-            s = format(abs(v), f".{prec}{verb.lower() if verb == 'F' else verb}")
+            s = format(a, f".{prec}{verb.lower() if verb == 'F' else verb}")
+    if sp.sharp and verb not in "vb":  # %#v is Go syntax, which for a float is plain %g
+        s = _sharp_float(s, verb, sp.prec)
     neg = v < 0 or (v == 0 and math.copysign(1.0, v) < 0)
     sign = "-" if neg else "+" if sp.plus else " " if sp.space else ""
-    return sp.pad(sign + s, numeric=True)
+    if sp.zero and not sp.minus and sp.width is not None and len(sign + s) < sp.width:
+        return sign + "0" * (sp.width - len(sign + s)) + s  # after the sign, before any 0x
+    return sp.pad(sign + s)
 
 
 def _fmt_str(s: str, verb: str, sp: _Spec, orig: Any) -> str:
@@ -293,11 +353,15 @@ def _fmt_str(s: str, verb: str, sp: _Spec, orig: Any) -> str:
     return _bad_verb(verb, orig)
 
 
-def _fmt_arg(v: Any, verb: str, sp: _Spec) -> str:
+def _fmt_arg(v: Any, verb: str, sp: _Spec, nested: bool = False) -> str:
+    """One operand of ``Sprintf``; ``nested``: an element of a slice or map, where Go prints a nil as ``<nil>``
+    whatever the verb (a nil operand itself gets ``%!d(<nil>)``)."""
+    if sp.sharp_v:
+        return _fmt_go_syntax(v, sp, nested)
     if verb == "T":
         return sp.pad(go_type(v))
     if v is None:
-        return sp.pad("<nil>") if verb == "v" else _bad_verb(verb, v)
+        return "<nil>" if nested else sp.pad("<nil>") if verb == "v" else _bad_verb(verb, v)
     if verb in "vsxXq":
         s = _stringer(v)
         if s is not None:
@@ -316,114 +380,177 @@ def _fmt_arg(v: Any, verb: str, sp: _Spec) -> str:
         return "[" + " ".join(_fmt_int(b, verb, sp) for b in v) + "]"
     if isinstance(v, GoStruct):
         if sp.plus_v:
-            return "{" + " ".join(f + ":" + _fmt_arg(getattr(v, f), verb, sp) for f in v._fields) + "}"
-        return "{" + " ".join(_fmt_arg(getattr(v, f), verb, sp) for f in v._fields) + "}"
+            return "{" + " ".join(f + ":" + _fmt_arg(getattr(v, f), verb, sp, True) for f in v._fields) + "}"
+        return "{" + " ".join(_fmt_arg(getattr(v, f), verb, sp, True) for f in v._fields) + "}"
     if isinstance(v, Mapping):
-        items = sorted_items(v)
-        return "map[" + " ".join(_fmt_arg(k, verb, sp) + ":" + _fmt_arg(x, verb, sp) for k, x in items) + "]"
+        pairs = (_fmt_arg(k, verb, sp, True) + ":" + _fmt_arg(x, verb, sp, True) for k, x in sorted_items(v))
+        return "map[" + " ".join(pairs) + "]"
     if isinstance(v, (list, tuple)):
-        return "[" + " ".join(_fmt_arg(x, verb, sp) for x in v) + "]"
+        return "[" + " ".join(_fmt_arg(x, verb, sp, True) for x in v) + "]"
     if verb in "vs":
         return sp.pad(fmt_value(v))
     return _bad_verb(verb, v)
 
 
+def _fmt_go_syntax(v: Any, sp: _Spec, nested: bool) -> str:
+    """``%#v``: the value as Go source, e.g. ``[]interface {}{1, "a", interface {}(nil)}``."""
+    if v is None:
+        return "interface {}(nil)" if nested else sp.pad("<nil>")
+    if isinstance(v, str):
+        return sp.pad(go_quote(v))
+    if isinstance(v, (bool, int, float)):
+        sp.sharp_v = False
+        try:
+            return _fmt_arg(v, "v", sp)
+        finally:
+            sp.sharp_v = True
+    if isinstance(v, GoStruct):
+        name = v._go_type
+        fields = ", ".join(f + ":" + _fmt_go_syntax(getattr(v, f), sp, True) for f in v._fields)
+        return ("&" + name[1:] if name.startswith("*") else name) + "{" + fields + "}"
+    if isinstance(v, Mapping):
+        items = sorted_items(v)
+        body = ", ".join(_fmt_go_syntax(k, sp, True) + ":" + _fmt_go_syntax(x, sp, True) for k, x in items)
+        return go_type(v) + "{" + body + "}"
+    if isinstance(v, (list, tuple)):
+        return go_type(v) + "{" + ", ".join(_fmt_go_syntax(x, sp, True) for x in v) + "}"
+    return sp.pad(fmt_value(v))
+
+
+_FLAGS = {"-": "minus", "+": "plus", "#": "sharp", " ": "space", "0": "zero"}
+_MAX_WIDTH = 1_000_000
+"""Widths and precisions above this are refused (``%!(BADWIDTH)``), as Go refuses them from ``*`` arguments."""
+
+
+class _Printf:
+    """State of one ``Sprintf`` call, after Go's ``pp.doPrintf``: the next argument, whether an explicit ``[n]``
+    index reordered them (which silences ``%!(EXTRA ...)``), and whether the current verb's index was good."""
+
+    __slots__ = ("argi", "args", "fmt", "good", "out", "reordered")
+
+    def __init__(self, fmt: str, args: list[Any] | tuple[Any, ...]) -> None:
+        self.fmt = fmt
+        self.args = args
+        self.argi = 0
+        self.reordered = False
+        self.good = True
+        self.out: list[str] = []
+
+    def arg_index(self, i: int) -> tuple[int, bool]:
+        """An explicit ``[n]`` at ``i`` selects argument n (1-based): (next position, whether one was there)."""
+        fmt = self.fmt
+        if i >= len(fmt) or fmt[i] != "[":
+            return i, False
+        self.reordered = True
+        close = fmt.find("]", i + 1)
+        if len(fmt) - i < 3 or close < 0:
+            self.good = False
+            return i + 1, False
+        digits = fmt[i + 1 : close]
+        if not (digits.isascii() and digits.isdigit() and len(digits) < 8):
+            self.good = False
+            return close + 1, False
+        if 1 <= int(digits) <= len(self.args):
+            self.argi = int(digits) - 1
+        else:
+            self.good = False
+        return close + 1, True
+
+    def int_arg(self) -> int | None:
+        """A ``*`` width or precision: the next argument if it is an int of sensible size, else None."""
+        if self.argi >= len(self.args):
+            return None
+        v = self.args[self.argi]
+        self.argi += 1
+        return v if type(v) is int and -_MAX_WIDTH <= v <= _MAX_WIDTH else None
+
+    def number(self, i: int) -> tuple[int | None, int]:
+        """Decimal digits at ``i``: (their value or None, next position)."""
+        fmt = self.fmt
+        k = i
+        while i < len(fmt) and "0" <= fmt[i] <= "9":
+            i += 1
+        return (int(fmt[k:i]) if i > k else None), i
+
+    def directive(self, i: int) -> int:
+        """One ``%...`` directive, ``i`` just after the ``%``; returns where the text after it starts."""
+        fmt, out = self.fmt, self.out
+        n = len(fmt)
+        sp = _Spec()
+        self.good = True
+        while i < n and fmt[i] in _FLAGS:
+            setattr(sp, _FLAGS[fmt[i]], True)
+            i += 1
+        sp.zero = sp.zero and not sp.minus
+        i, after_index = self.arg_index(i)
+        if i < n and fmt[i] == "*":
+            w = self.int_arg()
+            if w is None:
+                out.append("%!(BADWIDTH)")
+            else:
+                sp.width = abs(w)
+                sp.minus = sp.minus or w < 0
+            i, after_index = i + 1, False
+        else:
+            w, i = self.number(i)
+            if w is not None and w > _MAX_WIDTH:
+                out.append("%!(BADWIDTH)")
+            else:
+                sp.width = w
+            self.good = self.good and not (after_index and w is not None)  # "%[3]2d"
+        if i + 1 < n and fmt[i] == ".":
+            self.good = self.good and not after_index  # "%[3].2d"
+            i, after_index = self.arg_index(i + 1)
+            if i < n and fmt[i] == "*":
+                p = self.int_arg()
+                if p is None or p < 0:
+                    out.append("%!(BADPREC)")
+                else:
+                    sp.prec = p
+                i, after_index = i + 1, False
+            else:
+                p, i = self.number(i)
+                if p is not None and p > _MAX_WIDTH:
+                    out.append("%!(BADPREC)")
+                else:
+                    sp.prec = p or 0
+        if not after_index:
+            i, after_index = self.arg_index(i)
+        if i >= n:
+            out.append("%!(NOVERB)")
+            return n
+        verb = fmt[i]
+        if verb == "%":  # takes no argument, ignores width and precision
+            out.append("%")
+        elif not self.good:
+            out.append(f"%!{verb}(BADINDEX)")
+        elif self.argi >= len(self.args):
+            out.append(f"%!{verb}(MISSING)")
+        else:
+            if verb == "v" and sp.plus:  # %+v names struct fields instead of signing numbers
+                sp.plus, sp.plus_v = False, True
+            if verb == "v" and sp.sharp:  # %#v prints Go syntax
+                sp.sharp, sp.sharp_v = False, True
+            out.append(_fmt_arg(self.args[self.argi], verb, sp))
+            self.argi += 1
+        return i + 1
+
+
 def go_sprintf(fmt: str, args: list[Any] | tuple[Any, ...]) -> str:
-    """Go's ``fmt.Sprintf`` for the verbs templates use (``%s %d %v %q %x %f %e %g %t %c %T`` and friends),
-    including Go's ``%!d(string=x)``, ``%!s(MISSING)`` and ``%!(EXTRA ...)`` markers."""
-    out: list[str] = []
-    n = len(fmt)
-    i = 0
-    argi = 0
-    nargs = len(args)
+    """Go's ``fmt.Sprintf``: flags, widths, precisions, ``*`` and ``[n]`` argument indexes, the verbs templates
+    use (``%s %d %v %q %x %f %e %g %t %c %T`` and friends), and Go's ``%!d(string=x)``, ``%!s(MISSING)``,
+    ``%!v(BADINDEX)`` and ``%!(EXTRA ...)`` markers."""
+    pf = _Printf(fmt, args)
+    out = pf.out
+    i, n = 0, len(fmt)
     while i < n:
         j = fmt.find("%", i)
         if j < 0:
             out.append(fmt[i:])
             break
         out.append(fmt[i:j])
-        i = j + 1
-        sp = _Spec()
-        while i < n and fmt[i] in "-+# 0":
-            c = fmt[i]
-            if c == "-":
-                sp.minus = True
-            elif c == "+":
-                sp.plus = True
-            elif c == "#":
-                sp.sharp = True
-            elif c == " ":
-                sp.space = True
-            else:
-                sp.zero = True
-            i += 1
-        bad_width = bad_prec = False
-        if i < n and fmt[i] == "*":
-            i += 1
-            if argi < nargs and type(args[argi]) is int:
-                w = args[argi]
-                if w < 0:
-                    sp.minus, w = True, -w
-                if w > 1_000_000:
-                    bad_width = True
-                else:
-                    sp.width = w
-            else:
-                bad_width = True
-            argi += 1
-        else:
-            k = i
-            while i < n and fmt[i].isdigit() and fmt[i].isascii():
-                i += 1
-            if i > k:
-                w = int(fmt[k:i])
-                if w > 1_000_000:
-                    bad_width = True
-                else:
-                    sp.width = w
-        if i < n and fmt[i] == ".":
-            i += 1
-            if i < n and fmt[i] == "*":
-                i += 1
-                if argi < nargs and type(args[argi]) is int:
-                    p = args[argi]
-                    if p > 1_000_000:
-                        bad_prec = True
-                    elif p >= 0:
-                        sp.prec = p
-                else:
-                    bad_prec = True
-                argi += 1
-            else:
-                k = i
-                while i < n and fmt[i].isdigit() and fmt[i].isascii():
-                    i += 1
-                p = int(fmt[k:i]) if i > k else 0
-                if p > 1_000_000:
-                    bad_prec = True
-                else:
-                    sp.prec = p
-        if bad_width:
-            out.append("%!(BADWIDTH)")
-        if bad_prec:
-            out.append("%!(BADPREC)")
-        if i >= n:
-            out.append("%!(NOVERB)")
-            break
-        verb = fmt[i]
-        i += 1
-        if verb == "%":
-            out.append("%")
-            continue
-        if argi >= nargs:
-            out.append(f"%!{verb}(MISSING)")
-            continue
-        a = args[argi]
-        argi += 1
-        if verb == "v" and sp.plus:  # %+v names struct fields instead of signing numbers
-            sp.plus, sp.plus_v = False, True
-        out.append(_fmt_arg(a, verb, sp))
-    if argi < nargs:
-        extra = ", ".join("<nil>" if a is None else f"{go_type(a)}={fmt_value(a)}" for a in args[argi:])
+        i = pf.directive(j + 1)
+    if not pf.reordered and pf.argi < len(args):
+        extra = ", ".join("<nil>" if a is None else f"{go_type(a)}={fmt_value(a)}" for a in args[pf.argi :])
         out.append(f"%!(EXTRA {extra})")
     return "".join(out)
