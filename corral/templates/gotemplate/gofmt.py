@@ -299,6 +299,19 @@ def _sharp_float(num: str, verb: str, prec: int | None) -> str:
     return body + "0" * max(digits, 0) + tail
 
 
+def _float_body(a: float, verb: str, prec: int | None) -> str:
+    """``a >= 0`` under a float verb, before the sign, the ``#`` flag and padding."""
+    if verb in "xX":
+        return _hex_float(a, prec, verb == "X")
+    if verb == "b":
+        return _binary_float(a)
+    if verb in "vgG" and prec is None:
+        return _go_float(a, upper=verb == "G")
+    if verb in "vgG":  # %.3v is %.3g
+        return format(a, f".{max(prec or 0, 1)}{'G' if verb == 'G' else 'g'}")
+    return format(a, f".{6 if prec is None else prec}{verb.lower() if verb == 'F' else verb}")
+
+
 def _fmt_float(v: float, verb: str, sp: _Spec) -> str:
     if verb not in "vgGeEfFxXb":
         return _bad_verb(verb, v)
@@ -307,19 +320,7 @@ def _fmt_float(v: float, verb: str, sp: _Spec) -> str:
         if s == "+Inf" and not sp.plus:
             s = " Inf" if sp.space else "+Inf"
         return sp.pad(s)
-    a = abs(v)
-    if verb in "xX":
-        s = _hex_float(a, sp.prec, verb == "X")
-    elif verb == "b":
-        s = _binary_float(a)
-    elif verb in "vgG" and sp.prec is None:
-        s = _go_float(a, upper=verb == "G")
-    else:
-        prec = 6 if sp.prec is None else sp.prec
-        if verb in "vgG":  # %.3v is %.3g
-            s = format(a, f".{max(prec, 1)}{'G' if verb == 'G' else 'g'}")
-        else:
-            s = format(a, f".{prec}{verb.lower() if verb == 'F' else verb}")
+    s = _float_body(abs(v), verb, sp.prec)
     if sp.sharp and verb not in "vb":  # %#v is Go syntax, which for a float is plain %g
         s = _sharp_float(s, verb, sp.prec)
     neg = v < 0 or (v == 0 and math.copysign(1.0, v) < 0)
@@ -474,66 +475,74 @@ class _Printf:
 
     def directive(self, i: int) -> int:
         """One ``%...`` directive, ``i`` just after the ``%``; returns where the text after it starts."""
-        fmt, out = self.fmt, self.out
-        n = len(fmt)
+        fmt = self.fmt
         sp = _Spec()
         self.good = True
-        while i < n and fmt[i] in _FLAGS:
+        while i < len(fmt) and fmt[i] in _FLAGS:
             setattr(sp, _FLAGS[fmt[i]], True)
             i += 1
         sp.zero = sp.zero and not sp.minus
-        i, after_index = self.arg_index(i)
-        if i < n and fmt[i] == "*":
+        i, after_index = self.width(*self.arg_index(i), sp)
+        if i + 1 < len(fmt) and fmt[i] == ".":  # a '.' just before the end is the verb
+            self.good = self.good and not after_index  # "%[3].2d"
+            i, after_index = self.precision(*self.arg_index(i + 1), sp)
+        if not after_index:
+            i, after_index = self.arg_index(i)
+        if i >= len(fmt):
+            self.out.append("%!(NOVERB)")
+            return i
+        self.verb(fmt[i], sp)
+        return i + 1
+
+    def width(self, i: int, after_index: bool, sp: _Spec) -> tuple[int, bool]:
+        """A width: digits, or ``*`` taking it from the next argument (negative: left-justified)."""
+        if i < len(self.fmt) and self.fmt[i] == "*":
             w = self.int_arg()
             if w is None:
-                out.append("%!(BADWIDTH)")
+                self.out.append("%!(BADWIDTH)")
             else:
                 sp.width = abs(w)
                 sp.minus = sp.minus or w < 0
-            i, after_index = i + 1, False
+            return i + 1, False
+        w, i = self.number(i)
+        if w is not None and w > _MAX_WIDTH:
+            self.out.append("%!(BADWIDTH)")
         else:
-            w, i = self.number(i)
-            if w is not None and w > _MAX_WIDTH:
-                out.append("%!(BADWIDTH)")
+            sp.width = w
+        self.good = self.good and not (after_index and w is not None)  # "%[3]2d"
+        return i, after_index
+
+    def precision(self, i: int, after_index: bool, sp: _Spec) -> tuple[int, bool]:
+        """A precision after the '.': digits (none means 0), or ``*`` from the next argument (negative: bad)."""
+        if i < len(self.fmt) and self.fmt[i] == "*":
+            p = self.int_arg()
+            if p is None or p < 0:
+                self.out.append("%!(BADPREC)")
             else:
-                sp.width = w
-            self.good = self.good and not (after_index and w is not None)  # "%[3]2d"
-        if i + 1 < n and fmt[i] == ".":
-            self.good = self.good and not after_index  # "%[3].2d"
-            i, after_index = self.arg_index(i + 1)
-            if i < n and fmt[i] == "*":
-                p = self.int_arg()
-                if p is None or p < 0:
-                    out.append("%!(BADPREC)")
-                else:
-                    sp.prec = p
-                i, after_index = i + 1, False
-            else:
-                p, i = self.number(i)
-                if p is not None and p > _MAX_WIDTH:
-                    out.append("%!(BADPREC)")
-                else:
-                    sp.prec = p or 0
-        if not after_index:
-            i, after_index = self.arg_index(i)
-        if i >= n:
-            out.append("%!(NOVERB)")
-            return n
-        verb = fmt[i]
+                sp.prec = p
+            return i + 1, False
+        p, i = self.number(i)
+        if p is not None and p > _MAX_WIDTH:
+            self.out.append("%!(BADPREC)")
+        else:
+            sp.prec = p or 0
+        return i, after_index
+
+    def verb(self, verb: str, sp: _Spec) -> None:
+        """The verb applied to the current argument, or Go's marker for why it cannot be."""
         if verb == "%":  # takes no argument, ignores width and precision
-            out.append("%")
+            self.out.append("%")
         elif not self.good:
-            out.append(f"%!{verb}(BADINDEX)")
+            self.out.append(f"%!{verb}(BADINDEX)")
         elif self.argi >= len(self.args):
-            out.append(f"%!{verb}(MISSING)")
+            self.out.append(f"%!{verb}(MISSING)")
         else:
             if verb == "v" and sp.plus:  # %+v names struct fields instead of signing numbers
                 sp.plus, sp.plus_v = False, True
             if verb == "v" and sp.sharp:  # %#v prints Go syntax
                 sp.sharp, sp.sharp_v = False, True
-            out.append(_fmt_arg(self.args[self.argi], verb, sp))
+            self.out.append(_fmt_arg(self.args[self.argi], verb, sp))
             self.argi += 1
-        return i + 1
 
 
 def go_sprintf(fmt: str, args: list[Any] | tuple[Any, ...]) -> str:
