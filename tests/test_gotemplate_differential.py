@@ -508,7 +508,7 @@ KINDS = [INTS, FLOATS, STRINGS, BOOLS, INTS, STRINGS, SCALAR]
 SOLID = [*SCALAR, "$.L", "$.M", "$.V", "."]
 # Values that may be nil; only positions where a nil means the same to gotpl as to Go take them: printed by an
 # action, tested by if/with/and/or/not, ranged over, passed to a template, measured, escaped or marshalled.
-MAYBE_NIL = ["$.N", "$.M.x", "$.M.y", '(index $.M "x")', '(index $.V "x")', "$"]
+MAYBE_NIL = ["$.N", "$.M.x", "$.M.y", "$"]  # not index of a missing key: see the deviations
 # Verbs for any operand, and ones only for numbers, strings and bools: on slices and maps gotpl's fmt is not Go's
 # (see the deviations), and neither is its %#v of a nil inside one.
 FORMATS_ANY = ['"%v"', '"%+v"', '"%T"', '"%v|%v"', '"%%"', '"x"']
