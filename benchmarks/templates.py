@@ -16,8 +16,10 @@ Timing is timeit's: garbage collection off, a loop count sized so one repeat las
 ``--repeats`` repeats.  A baseline revision's ``corral/templates/gotemplate*`` is extracted with ``git archive`` and
 loaded, with its own copy of the working tree's ``prompt.py``, in the same process as the current interpreter; the
 two take turns repeat by repeat, so a busy moment of a shared machine hits both alike.  That process runs
-``--rounds`` times (fresh processes, the turn order swapped each round); the figure reported is the median over all
-repeats of all rounds (the minimum is in the JSON).
+``--rounds`` times (fresh processes, the turn order swapped each round, each after waiting for a quiet moment of
+the machine as the main benchmark does, within ``--wait`` seconds in all); the figure reported is the median over all
+repeats of all rounds, with the minimum beside it, and after/before is the median ratio of repeats measured back
+to back.  The header says how much CPU other processes took meanwhile.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import importlib
 import importlib.util
 import io
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -40,6 +43,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from benchmarks import procs
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_DIRS = (ROOT / "tests" / "fixtures" / "ollama_templates", ROOT / "corral" / "templates" / "builtin")
@@ -250,12 +255,15 @@ def merge(into: dict[str, dict[str, list[float]]], part: dict[str, dict[str, lis
             into.setdefault(name, {}).setdefault(what, []).extend(samples if what != "output" else samples[:1])
 
 
+MEASURES = ("lex", "parse", "render")
+
+
 def summary(samples: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, float]]:
-    """Median and minimum per template and measure, in microseconds; ``TOTAL`` sums the medians."""
+    """Median and minimum per template and measure, in microseconds; ``TOTAL`` sums them."""
     out: dict[str, dict[str, float]] = {}
     for name, measures in samples.items():
         row: dict[str, float] = {}
-        for what in ("lex", "parse", "render"):
+        for what in MEASURES:
             row[what] = statistics.median(measures[what]) * 1e6
             row[what + "_min"] = min(measures[what]) * 1e6
         out[name] = row
@@ -263,36 +271,61 @@ def summary(samples: dict[str, dict[str, list[float]]]) -> dict[str, dict[str, f
     return out
 
 
-def markdown(after: dict[str, dict[str, float]], before: dict[str, dict[str, float]] | None) -> str:
-    lines = []
-    if before is None:
-        lines.append("| template | lex µs | parse µs | render µs |")
-        lines.append("|---|---:|---:|---:|")
-        for name, r in after.items():
-            lines.append(f"| {name} | {r['lex']:.1f} | {r['parse']:.1f} | {r['render']:.1f} |")
+def paired(before: dict[str, dict[str, list[float]]], after: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+    """After/before ratios of repeats measured back to back (the worker alternates the variants), median per
+    template, so that drift of a busy machine cancels out; ``TOTAL`` weighs each template's ratio by its time
+    (median before), i.e. the change of the summed time if every template changed by its own ratio."""
+    out: dict[str, dict[str, float]] = {}
+    for name in after:
+        out[name] = {
+            w: statistics.median(x / y for x, y in zip(after[name][w], before[name][w], strict=True)) for w in MEASURES
+        }
+    total: dict[str, float] = {}
+    for w in MEASURES:
+        weights = {name: statistics.median(before[name][w]) for name in after}
+        total[w] = sum(out[name][w] * weights[name] for name in after) / sum(weights.values())
+    out["TOTAL"] = total
+    return out
+
+
+def markdown(sums: dict[str, dict[str, dict[str, float]]], ratios: dict[str, dict[str, float]] | None) -> str:
+    after = sums["after"]
+    if ratios is None:
+        lines = ["| template | lex µs | parse µs | render µs |", "|---|---:|---:|---:|"]
+        lines += [f"| {n} | {r['lex']:.1f} | {r['parse']:.1f} | {r['render']:.1f} |" for n, r in after.items()]
         return "\n".join(lines)
-    lines.append(
-        "| template | lex before | lex after | parse before | parse after | after/before | "
-        "render before | render after | after/before |"
-    )
-    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    before = sums["before"]
+    lines = [
+        "| template | parse before µs | parse after µs | after/before | render before µs | render after µs | "
+        "after/before | lex before µs | lex after µs | after/before |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, r in after.items():
-        b = before[name]
+        b, q = before[name], ratios[name]
+        cells = [f"{b[w]:.1f} | {r[w]:.1f} | {q[w]:.3f}" for w in ("parse", "render", "lex")]
         bold = "**" if name == "TOTAL" else ""
-        lines.append(
-            f"| {bold}{name}{bold} | {b['lex']:.1f} | {r['lex']:.1f} | {b['parse']:.1f} | {r['parse']:.1f} | "
-            f"{r['parse'] / b['parse']:.3f} | {b['render']:.1f} | {r['render']:.1f} | "
-            f"{r['render'] / b['render']:.3f} |"
-        )
+        lines.append(f"| {bold}{name}{bold} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def foreign_cpu_pct(since: tuple[float, float, float]) -> float:
+    """Percent of the machine other processes took since ``since`` (wall, machine busy, ours incl. reaped workers):
+    the noise indicator, as in the main benchmark."""
+    wall, busy, ours = since
+    mine = procs.cpu_seconds(os.getpid(), reaped_children=True) - ours
+    elapsed = max(time.monotonic() - wall, 1e-6)
+    return max(0.0, 100.0 * ((procs.machine_busy_seconds() - busy) - mine) / (elapsed * (os.cpu_count() or 1)))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.templates", description=__doc__.split("\n")[0])
     ap.add_argument("--baseline", metavar="REV", help="also measure the interpreter of this git revision")
-    ap.add_argument("--rounds", type=int, default=4, help="subprocess runs per variant, alternating (default 4)")
-    ap.add_argument("--repeats", type=int, default=9, help="timed repeats per measure and run (default 9)")
+    ap.add_argument("--rounds", type=int, default=4, help="worker processes, one after another (default 4)")
+    ap.add_argument("--repeats", type=int, default=9, help="timed repeats per measure and round (default 9)")
     ap.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    ap.add_argument(
+        "--wait", type=float, default=300.0, help="seconds to spend in all waiting for quiet moments before rounds"
+    )
     ap.add_argument("--json", metavar="PATH", help="write raw samples and summaries here")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--tree", help=argparse.SUPPRESS)
@@ -303,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     samples: dict[str, dict[str, dict[str, list[float]]]] = {}
+    foreign: list[float] = []
+    gate = procs.Gate(procs.CpuMeter([]), quiet_pct=10.0, budget_s=args.wait, enabled=args.wait > 0)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="corral-tmplbench-") as tmp:
         tree = None
@@ -310,34 +345,40 @@ def main(argv: list[str] | None = None) -> int:
             extract(args.baseline, Path(tmp))
             tree = tmp
         for rnd in range(args.rounds):
+            gate.wait_quiet(max_wait=60.0)
+            snap = time.monotonic(), procs.machine_busy_seconds(), procs.cpu_seconds(os.getpid(), reaped_children=True)
             for v, part in run_worker(tree, args.repeats, rnd % 2 == 1).items():
                 merge(samples.setdefault(v, {}), part)
+            foreign.append(foreign_cpu_pct(snap))
     elapsed = time.monotonic() - started
+    ratios = None
     if args.baseline:
         for name in samples["after"]:
             if samples["after"][name]["output"] != samples["before"][name]["output"]:
                 print(f"warning: {name} renders to a different length before and after", file=sys.stderr)
+        ratios = paired(samples["before"], samples["after"])
     sums = {v: summary(s) for v, s in samples.items()}
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(
-        f"# {when}, {platform.python_implementation()} {platform.python_version()}, "
-        f"{len(template_files())} templates, {args.rounds} rounds x {args.repeats} repeats, {elapsed:.0f} s"
+        f"# {when}, {platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} cores, "
+        f"{len(template_files())} templates, {args.rounds} rounds x {args.repeats} repeats, {elapsed:.0f} s; "
+        f"other processes took {statistics.median(foreign):.0f}% of the machine (median of rounds, max "
+        f"{max(foreign):.0f}%), {gate.waited_s:.0f} s spent waiting for quiet, load average {os.getloadavg()[0]:.1f}"
     )
     if args.markdown:
-        print(markdown(sums["after"], sums.get("before")))
+        print(markdown(sums, ratios))
     else:
         for v, s in sums.items():
-            print(f"\n{v}: medians in µs (lex / parse / render)")
+            print(f"\n{v}: medians (minima) in µs: lex / parse / render")
             for name, r in s.items():
-                print(f"  {name:32s} {r['lex']:9.1f} {r['parse']:9.1f} {r['render']:9.1f}")
-        if "before" in sums:
-            t_a, t_b = sums["after"]["TOTAL"], sums["before"]["TOTAL"]
-            print(
-                f"\nafter/before totals: lex {t_a['lex'] / t_b['lex']:.3f}, parse {t_a['parse'] / t_b['parse']:.3f}, "
-                f"render {t_a['render'] / t_b['render']:.3f}"
-            )
+                cells = " ".join(f"{r[w]:9.1f} ({r[w + '_min']:8.1f})" for w in MEASURES)
+                print(f"  {name:28s} {cells}")
+        if ratios is not None:
+            t = ratios["TOTAL"]
+            print(f"\nafter/before, paired: lex {t['lex']:.3f}, parse {t['parse']:.3f}, render {t['render']:.3f}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"when": when, "samples": samples, "summary": sums}, indent=1))
+        out = {"when": when, "foreign_pct": foreign, "samples": samples, "summary": sums, "paired": ratios}
+        Path(args.json).write_text(json.dumps(out, indent=1))
     return 0
 
 
