@@ -13,13 +13,14 @@ Templates: ``tests/fixtures/ollama_templates/*.gotmpl`` and ``corral/templates/b
   a tool result as well), i.e. what every request pays before it reaches the engine.
 
 Timing is timeit's: garbage collection off, a loop count sized so one repeat lasts ~10 ms, then per-call times of
-``--repeats`` repeats.  A baseline revision's ``corral/templates/gotemplate*`` is extracted with ``git archive`` and
-loaded, with its own copy of the working tree's ``prompt.py``, in the same process as the current interpreter; the
-two take turns repeat by repeat, so a busy moment of a shared machine hits both alike.  That process runs
-``--rounds`` times (fresh processes, the turn order swapped each round, each after waiting for a quiet moment of
-the machine as the main benchmark does, within ``--wait`` seconds in all); the figure reported is the median over all
-repeats of all rounds, with the minimum beside it, and after/before is the median ratio of repeats measured back
-to back.  The header says how much CPU other processes took meanwhile.
+``--repeats`` repeats, on the thread's CPU clock by default, which leaves out the time other processes hold the
+core (``--clock wall`` for wall-clock time).  A baseline revision's ``corral/templates/gotemplate*`` is extracted
+with ``git archive`` and loaded, with its own copy of the working tree's ``prompt.py``, in the same process as the
+current interpreter; the two take turns repeat by repeat, so a busy moment of a shared machine hits both alike.
+That process runs ``--rounds`` times (fresh processes, the turn order swapped each round, each after waiting for a
+quiet moment of the machine as the main benchmark does, within ``--wait`` seconds in all); the figure reported is
+the median over all repeats of all rounds, with the minimum beside it, and after/before is the median ratio of
+repeats measured back to back.  The header says how much CPU other processes took meanwhile.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ TEMPLATE_DIRS = (ROOT / "tests" / "fixtures" / "ollama_templates", ROOT / "corra
 MODULE = "corral.templates.gotemplate"
 PROMPT = "corral.templates.prompt"
 TARGET_S = 0.01
+CLOCK = time.thread_time
+"""CPU time of the measuring thread: on a shared machine, time spent waiting for a core is not the interpreter's
+(``--clock wall`` uses ``time.perf_counter`` instead)."""
 
 SYSTEM = "You are a helpful assistant. Answer briefly, and say so when you do not know."
 TURNS: list[dict[str, Any]] = [
@@ -175,20 +179,20 @@ def loops_for(fn: Callable[[], Any]) -> int:
     fn()
     loops = 1
     while True:
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         for _ in range(loops):
             fn()
-        took = time.perf_counter() - t0
+        took = CLOCK() - t0
         if took >= TARGET_S / 5 or loops >= 1 << 20:
             return max(1, int(loops * TARGET_S / max(took, 1e-9)))
         loops *= 2
 
 
 def timed(fn: Callable[[], Any], loops: int) -> float:
-    t0 = time.perf_counter()
+    t0 = CLOCK()
     for _ in range(loops):
         fn()
-    return (time.perf_counter() - t0) / loops
+    return (CLOCK() - t0) / loops
 
 
 def worker(tree: str | None, repeats: int, flip: bool) -> dict[str, dict[str, dict[str, list[float]]]]:
@@ -239,8 +243,8 @@ def extract(rev: str, dest: Path) -> None:
         tf.extractall(dest, members=members, filter="data")
 
 
-def run_worker(tree: str | None, repeats: int, flip: bool) -> dict[str, dict[str, dict[str, list[float]]]]:
-    cmd = [sys.executable, "-m", "benchmarks.templates", "--worker", "--repeats", str(repeats)]
+def run_worker(tree: str | None, repeats: int, flip: bool, clock: str) -> dict[str, dict[str, dict[str, list[float]]]]:
+    cmd = [sys.executable, "-m", "benchmarks.templates", "--worker", "--repeats", str(repeats), "--clock", clock]
     if tree is not None:
         cmd += ["--tree", tree]
     if flip:
@@ -327,10 +331,15 @@ def main(argv: list[str] | None = None) -> int:
         "--wait", type=float, default=300.0, help="seconds to spend in all waiting for quiet moments before rounds"
     )
     ap.add_argument("--json", metavar="PATH", help="write raw samples and summaries here")
+    ap.add_argument(
+        "--clock", choices=("cpu", "wall"), default="cpu", help="thread CPU time (default) or wall-clock time"
+    )
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--tree", help=argparse.SUPPRESS)
     ap.add_argument("--flip", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    global CLOCK
+    CLOCK = time.thread_time if args.clock == "cpu" else time.perf_counter
     if args.worker:
         json.dump(worker(args.tree, args.repeats, args.flip), sys.stdout)
         return 0
@@ -347,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
         for rnd in range(args.rounds):
             gate.wait_quiet(max_wait=60.0)
             snap = time.monotonic(), procs.machine_busy_seconds(), procs.cpu_seconds(os.getpid(), reaped_children=True)
-            for v, part in run_worker(tree, args.repeats, rnd % 2 == 1).items():
+            for v, part in run_worker(tree, args.repeats, rnd % 2 == 1, args.clock).items():
                 merge(samples.setdefault(v, {}), part)
             foreign.append(foreign_cpu_pct(snap))
     elapsed = time.monotonic() - started
@@ -361,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     print(
         f"# {when}, {platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} cores, "
-        f"{len(template_files())} templates, {args.rounds} rounds x {args.repeats} repeats, {elapsed:.0f} s; "
+        f"{len(template_files())} templates, {args.rounds} rounds x {args.repeats} repeats, {args.clock} clock, "
+        f"{elapsed:.0f} s; "
         f"other processes took {statistics.median(foreign):.0f}% of the machine (median of rounds, max "
         f"{max(foreign):.0f}%), {gate.waited_s:.0f} s spent waiting for quiet, load average {os.getloadavg()[0]:.1f}"
     )
