@@ -18,6 +18,8 @@ different processes leaves a manifest that names a missing blob, and a live down
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -46,6 +48,22 @@ _DIGEST_ANYWHERE_RE = re.compile(r"sha256[:-]([0-9a-fA-F]{64})")
 MAX_MANIFEST_BYTES = 4 << 20  # real manifests are a few kilobytes; refuse to slurp anything huge
 _CHUNK = 1 << 20
 _TMP_PREFIX = ".tmp-"  # never a valid digest or name part, so Ollama's prune and ours both recognise leftovers
+_TMP_BLOB = _TMP_PREFIX + "blob-"
+
+
+def _abandoned(path: Path) -> bool:
+    """Whether a temporary blob's writer is gone: a writer holds an exclusive flock on it until it is placed."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
 _PARTIAL_RE = re.compile(r"sha256-([0-9a-f]{64})-partial(?:-\d+)?")  # a download's data and part-state files
 _LOCK_FILE_RE = re.compile(r"sha256-([0-9a-f]{64})\.(pin|download)")
 _FRESH_HOLD_S = 3600.0  # how long a blob written for a manifest-to-be stays pinned if that manifest never comes
@@ -276,6 +294,9 @@ class Store:
                 f = open(tmp, "xb")  # noqa: SIM115 - closed below, after fsync
             except OSError as exc:
                 raise _oserror("cannot write blob", exc) from None
+            # Held while the file is written: a prune can tell a live writer's file from a killed one's at once.
+            with contextlib.suppress(OSError):
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
             hasher = hashlib.sha256()
             size = 0
             with f:
@@ -721,6 +742,10 @@ class Store:
             for entry in entries:
                 try:
                     if entry.is_dir(follow_symlinks=False):
+                        continue
+                    if entry.name.startswith(_TMP_BLOB) and _abandoned(Path(entry.path)):
+                        if self._unlink_quiet(Path(entry.path)):  # its writer died (kill -9): no need to wait
+                            result.removed_blobs.append(entry.name)
                         continue
                     if now - entry.stat(follow_symlinks=False).st_mtime < min_age:
                         continue

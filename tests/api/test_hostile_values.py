@@ -256,8 +256,11 @@ def test_start_removes_what_a_killed_server_left(tmp_path: Path) -> None:
         assert all(d.exists() for d in dirs)  # nothing cleaned up after a kill -9
     finally:
         stop_server(srv.proc)
-    with running_server(tmp_path / "b"):
+    left = srv.models / "blobs" / ".tmp-blob-0123456789abcdef"  # what a writer killed mid-blob leaves
+    left.write_bytes(b"half a blob")
+    with running_server(tmp_path / "b", models=srv.models):
         assert not any(d.exists() for d in dirs)
+        assert not left.exists()
 
 
 # -- 4. bounded engine memory (the long soak is benchmarks/soak.py) -------------------------------------------------

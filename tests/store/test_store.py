@@ -705,3 +705,18 @@ def test_listing_key_walks_once_things_settle(tmp_path: Path) -> None:
     assert store._listing is not None and store.listing_key() is settled
     Store(store.root).copy("a:1", "b:1")  # another process
     assert store.listing_key() != settled and len(store.listing_key()) == len(first) + 1
+
+
+def test_prune_removes_a_dead_writers_temp_blob_at_once_and_spares_a_live_one(store: Store) -> None:
+    """A writer holds a flock on its temporary blob while it writes; a file nobody holds is a killed writer's."""
+    import fcntl
+
+    store.blobs_dir.mkdir(parents=True, exist_ok=True)
+    dead = store.blobs_dir / ".tmp-blob-dead"
+    live = store.blobs_dir / ".tmp-blob-live"
+    dead.write_bytes(b"x")
+    live.write_bytes(b"y")
+    with open(live, "rb") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        store.prune()
+        assert not dead.exists() and live.exists()
