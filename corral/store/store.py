@@ -23,7 +23,6 @@ import fcntl
 import hashlib
 import logging
 import os
-import re
 import stat
 import threading
 import time
@@ -31,51 +30,34 @@ import uuid
 import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from corral.errors import CorruptManifest, DigestMismatch, InvalidDigest, MissingBlob, ModelNotFound, StoreError
 
+from . import files as fs
 from . import locks
+from .files import (
+    TMP_PREFIX,
+    Stamp,
+    canonical_digest,
+    fsync_dir,
+    inside,
+    oserror,
+    referenced_in,
+    unlink_quiet,
+)
 from .manifest import Manifest, ManifestError
 from .names import InvalidModelName, ModelName, parse_name
+from .prune import PruneResult, prune
 
 log = logging.getLogger(__name__)
 
-DIGEST_RE = re.compile(r"sha256[:-]([0-9a-fA-F]{64})")  # always used with fullmatch: "$" would allow "\n"
-_DIGEST_ANYWHERE_RE = re.compile(r"sha256[:-]([0-9a-fA-F]{64})")
 MAX_MANIFEST_BYTES = 4 << 20  # real manifests are a few kilobytes; refuse to slurp anything huge
 _CHUNK = 1 << 20
-_TMP_PREFIX = ".tmp-"  # never a valid digest or name part, so Ollama's prune and ours both recognise leftovers
-_TMP_BLOB = _TMP_PREFIX + "blob-"
-
-
-def _abandoned(path: Path) -> bool:
-    """Whether a temporary blob's writer is gone: a writer holds an exclusive flock on it until it is placed."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
-    return True
-_PARTIAL_RE = re.compile(r"sha256-([0-9a-f]{64})-partial(?:-\d+)?")  # a download's data and part-state files
-_LOCK_FILE_RE = re.compile(r"sha256-([0-9a-f]{64})\.(pin|download)")
 _FRESH_HOLD_S = 3600.0  # how long a blob written for a manifest-to-be stays pinned if that manifest never comes
 _FRESH_MAX = 512
-
-
-def canonical_digest(digest: str) -> str:
-    """``sha256:<lowercase hex>`` for any accepted spelling (``sha256:`` or ``sha256-``, any hex case)."""
-    match = DIGEST_RE.fullmatch(digest) if isinstance(digest, str) else None
-    if match is None:
-        raise InvalidDigest(digest)
-    return "sha256:" + match.group(1).lower()
 
 
 @dataclass(frozen=True)
@@ -90,63 +72,6 @@ class ManifestRecord:
     modified_at: datetime  # manifest file mtime, timezone-aware (local zone, as Go reports it)
 
 
-@dataclass
-class PruneResult:
-    removed_blobs: list[str] = field(default_factory=list)
-    removed_dirs: int = 0
-    skipped: bool = False
-    reason: str = ""
-
-
-def _inside(base: Path, path: Path) -> bool:
-    b, p = os.path.normpath(base), os.path.normpath(path)
-    return p != b and os.path.commonpath([b, p]) == b
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _oserror(action: str, exc: OSError) -> StoreError:
-    return StoreError(f"{action}: {exc.strerror or exc.__class__.__name__}")
-
-
-def _referenced_in(raw: bytes) -> set[str]:
-    """Digests a manifest references; for bytes that do not parse, every digest-shaped string (conservative)."""
-    try:
-        return {canonical_digest(layer.digest) for layer in Manifest.parse(raw).blobs()}
-    except ManifestError:
-        text = raw.decode("utf-8", "replace")
-        return {"sha256:" + m.lower() for m in _DIGEST_ANYWHERE_RE.findall(text)}
-
-
-_Stamp = tuple[int, int, int] | None  # mtime_ns, size, inode; None when missing
-_RACY_NS = 2_000_000_000  # coarser than any filesystem's mtime granularity Corral is likely to meet
-
-
-def _stamp(path: str) -> _Stamp:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_mtime_ns, st.st_size, st.st_ino)
-
-
-def _settled(stamp: tuple[int, int, int], now_ns: int) -> bool:
-    """Whether a stamp is old enough to vouch for its file: a second change in the same clock tick as the last one
-    would leave the mtime as it was (git's "racily clean" rule)."""
-    return stamp[0] < now_ns - _RACY_NS
-
-
 class Store:
     """An Ollama-compatible model store rooted at ``root`` (``$OLLAMA_MODELS``); safe to share between threads."""
 
@@ -155,7 +80,7 @@ class Store:
         self.blobs_dir = self.root / "blobs"
         self.manifests_dir = self.root / "manifests"
         self._lock = threading.RLock()
-        self._listing: tuple[list[tuple[str, _Stamp]], tuple[tuple[str, int, int], ...]] | None = None
+        self._listing: tuple[list[tuple[str, Stamp]], tuple[tuple[str, int, int], ...]] | None = None
         self.locks_dir = locks.locks_dir(self.root)
         self._store_lock = locks.LockFile(self.locks_dir / "store.lock")
         self._store_depth = 0
@@ -217,7 +142,7 @@ class Store:
                 if held is not None:
                     held[0].release_and_tidy()
 
-    def _remove_blob(self, digest: str) -> bool:
+    def remove_blob(self, digest: str) -> bool:
         """Remove an unreferenced blob unless some process holds it (then it stays, for a later prune).
 
         Called with the store lock held, after the caller found no manifest referencing ``digest``."""
@@ -244,7 +169,7 @@ class Store:
         """``blobs/sha256-<hex>`` for a digest matching ``^sha256[:-][0-9a-fA-F]{64}$``; anything else is refused."""
         hex_part = canonical_digest(digest)[len("sha256:") :]
         path = self.blobs_dir / f"sha256-{hex_part}"
-        if not _inside(self.blobs_dir, path):  # cannot happen for a validated digest; kept as a second lock
+        if not inside(self.blobs_dir, path):  # cannot happen for a validated digest; kept as a second lock
             raise InvalidDigest(digest)
         return path
 
@@ -267,13 +192,13 @@ class Store:
         except FileNotFoundError:
             raise MissingBlob(f"blob {canonical_digest(digest)} is missing") from None
         except OSError as exc:
-            raise _oserror(f"cannot read blob {canonical_digest(digest)}", exc) from None
+            raise oserror(f"cannot read blob {canonical_digest(digest)}", exc) from None
         if len(data) > max_bytes:
             raise StoreError(f"blob {canonical_digest(digest)} is larger than {max_bytes} bytes")
         return data
 
     def _tmp_path(self, directory: Path, kind: str) -> Path:
-        return directory / f"{_TMP_PREFIX}{kind}-{uuid.uuid4().hex}"
+        return directory / f"{TMP_PREFIX}{kind}-{uuid.uuid4().hex}"
 
     def write_blob(self, chunks: Iterable[bytes], expected_digest: str | None = None) -> tuple[str, int]:
         """Stream ``chunks`` into a blob, hashing as it writes; returns ``("sha256:<hex>", size)``.
@@ -286,14 +211,14 @@ class Store:
         try:
             self.blobs_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise _oserror("cannot create the blobs directory", exc) from None
+            raise oserror("cannot create the blobs directory", exc) from None
         tmp = self._tmp_path(self.blobs_dir, "blob")
         placed = False
         try:
             try:
                 f = open(tmp, "xb")  # noqa: SIM115 - closed below, after fsync
             except OSError as exc:
-                raise _oserror("cannot write blob", exc) from None
+                raise oserror("cannot write blob", exc) from None
             # Held while the file is written: a prune can tell a live writer's file from a killed one's at once.
             with contextlib.suppress(OSError):
                 fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -306,14 +231,14 @@ class Store:
                     try:
                         f.write(chunk)
                     except OSError as exc:
-                        raise _oserror("cannot write blob", exc) from None
+                        raise oserror("cannot write blob", exc) from None
                     hasher.update(chunk)
                     size += len(chunk)
                 try:
                     f.flush()
                     os.fsync(f.fileno())
                 except OSError as exc:
-                    raise _oserror("cannot write blob", exc) from None
+                    raise oserror("cannot write blob", exc) from None
             digest = "sha256:" + hasher.hexdigest()
             if expected is not None and digest != expected:
                 raise DigestMismatch(expected, digest)
@@ -322,13 +247,13 @@ class Store:
                 os.chmod(tmp, 0o644)
                 os.replace(tmp, self.blob_path(digest))
             except OSError as exc:
-                raise _oserror(f"cannot store blob {digest}", exc) from None
+                raise oserror(f"cannot store blob {digest}", exc) from None
             placed = True
-            _fsync_dir(self.blobs_dir)
+            fsync_dir(self.blobs_dir)
             return digest, size
         finally:
             if not placed:
-                self._unlink_quiet(tmp)
+                unlink_quiet(tmp)
 
     def write_bytes(self, data: bytes, expected_digest: str | None = None) -> tuple[str, int]:
         return self.write_blob([data], expected_digest)
@@ -347,7 +272,7 @@ class Store:
         except FileNotFoundError:
             raise StoreError("cannot import the file: it does not exist") from None
         except OSError as exc:
-            raise _oserror("cannot import the file", exc) from None
+            raise oserror("cannot import the file", exc) from None
         if not stat.S_ISREG(st.st_mode):
             raise StoreError("cannot import the file: it is not a regular file")
         if link:
@@ -360,7 +285,7 @@ class Store:
                     raise StoreError("cannot import the file: it is not a regular file")
                 return self.write_blob(iter(lambda: f.read(_CHUNK), b""))
         except OSError as exc:
-            raise _oserror("cannot import the file", exc) from None
+            raise oserror("cannot import the file", exc) from None
 
     def _import_by_link(self, src: Path) -> tuple[str, int] | None:
         try:
@@ -388,13 +313,13 @@ class Store:
             if not final.is_file():
                 os.replace(tmp, final)
                 placed = True
-                _fsync_dir(self.blobs_dir)
+                fsync_dir(self.blobs_dir)
             return digest, size
         except OSError as exc:
-            raise _oserror("cannot import the file", exc) from None
+            raise oserror("cannot import the file", exc) from None
         finally:
             if not placed:
-                self._unlink_quiet(tmp)
+                unlink_quiet(tmp)
 
     # ------------------------------------------------------------------------------------------- manifests
 
@@ -405,7 +330,7 @@ class Store:
         """Where ``name``'s manifest lives (whether or not it exists), checked to lie inside ``manifests/``."""
         n = self._name(name)
         path = self.manifests_dir.joinpath(*n.parts())
-        if not _inside(self.manifests_dir, path):
+        if not inside(self.manifests_dir, path):
             raise InvalidModelName(f"invalid model name {n.display_long()!r}")
         return path
 
@@ -453,8 +378,8 @@ class Store:
     def settled_stamp(self, name: ModelName) -> tuple[int, int, int] | None:
         """(mtime, size, inode) of a manifest that has not changed for a while, for caches of what it means; None
         when it is missing or changed too recently for its mtime to tell a second change (see ``listing_key``)."""
-        stamp = _stamp(str(self.manifest_path(name)))
-        if stamp is None or not _settled(stamp, time.time_ns()):
+        stamp = fs.stamp(str(self.manifest_path(name)))
+        if stamp is None or not fs.settled(stamp, time.time_ns()):
             return None
         return stamp
 
@@ -478,7 +403,7 @@ class Store:
         except IsADirectoryError:
             raise CorruptManifest(f"manifest for {name.display_shortest()} is not a regular file") from None
         except OSError as exc:
-            raise _oserror(f"cannot read the manifest for {name.display_shortest()}", exc) from None
+            raise oserror(f"cannot read the manifest for {name.display_shortest()}", exc) from None
         if len(raw) > MAX_MANIFEST_BYTES:
             raise CorruptManifest(f"manifest for {name.display_shortest()} is too large")
         return raw, st
@@ -496,6 +421,11 @@ class Store:
             size=manifest.size,
             modified_at=datetime.fromtimestamp(st.st_mtime).astimezone(),
         )
+
+    def record_of_file(self, path: Path, name: ModelName) -> ManifestRecord:
+        """The record of a manifest file found by a walk (``manifest_files``)."""
+        raw, st = self._read_raw(path, name)
+        return self._record(name, raw, st)
 
     def read_manifest(self, name: str | ModelName) -> ManifestRecord:
         """Read and parse a model's manifest (found case-insensitively)."""
@@ -518,7 +448,7 @@ class Store:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
-                raise _oserror("cannot create the manifest directory", exc) from None
+                raise oserror("cannot create the manifest directory", exc) from None
             tmp = self._tmp_path(path.parent, "manifest")
             placed = False
             try:
@@ -529,17 +459,17 @@ class Store:
                 os.chmod(tmp, 0o644)
                 os.replace(tmp, path)
                 placed = True
-                _fsync_dir(path.parent)
+                fsync_dir(path.parent)
                 return
             except FileNotFoundError as exc:
                 # Another process (or Ollama) removed the empty directory between mkdir and open: make it again.
                 if attempt == 2:
-                    raise _oserror("cannot write the manifest", exc) from None
+                    raise oserror("cannot write the manifest", exc) from None
             except OSError as exc:
-                raise _oserror("cannot write the manifest", exc) from None
+                raise oserror("cannot write the manifest", exc) from None
             finally:
                 if not placed:
-                    self._unlink_quiet(tmp)
+                    unlink_quiet(tmp)
 
     def write_manifest_bytes(self, name: str | ModelName, raw: bytes) -> ManifestRecord:
         """Store manifest bytes as they are (a pull keeps the registry's exact bytes, so the digest matches).
@@ -566,7 +496,7 @@ class Store:
         """Write a manifest the way Ollama's create does (``json.Encoder`` bytes), after checking its blobs."""
         return self.write_manifest_bytes(name, manifest.to_json_bytes())
 
-    def _manifest_entries(self, dirs: list[tuple[str, _Stamp]] | None = None,
+    def _manifest_entries(self, dirs: list[tuple[str, Stamp]] | None = None,
                           ) -> Iterator[tuple[os.DirEntry[str], list[str]]]:
         """Every file exactly four levels under ``manifests/`` (Ollama globs ``*/*/*/*``), with its parts, sorted.
 
@@ -575,7 +505,7 @@ class Store:
         scan so that a change during the walk shows up as a newer stamp next time."""
         def entries(directory: str, want_dir: bool) -> list[os.DirEntry[str]]:
             if dirs is not None:
-                dirs.append((directory, _stamp(directory)))
+                dirs.append((directory, fs.stamp(directory)))
             try:
                 with os.scandir(directory) as it:
                     found = [e for e in it if (e.is_dir() if want_dir else e.is_file())]
@@ -589,7 +519,7 @@ class Store:
                     for tag in entries(model.path, False):
                         yield tag, [host.name, namespace.name, model.name, tag.name]
 
-    def _manifest_files(self) -> Iterator[tuple[Path, list[str]]]:
+    def manifest_files(self) -> Iterator[tuple[Path, list[str]]]:
         for entry, parts in self._manifest_entries():
             yield Path(entry.path), parts
 
@@ -602,12 +532,12 @@ class Store:
         change in the same clock tick would leave the mtime as it was), so until things settle every call walks.
         """
         cached = self._listing
-        if cached is not None and all(_stamp(path) == stamp for path, stamp in cached[0]):
+        if cached is not None and all(fs.stamp(path) == stamp for path, stamp in cached[0]):
             return cached[1]
         started = time.time_ns()
-        stamps: list[tuple[str, _Stamp]] = []
+        stamps: list[tuple[str, Stamp]] = []
         key = []
-        files: list[tuple[str, _Stamp]] = []
+        files: list[tuple[str, Stamp]] = []
         for entry, _parts in self._manifest_entries(stamps):
             try:
                 st = entry.stat()
@@ -617,15 +547,15 @@ class Store:
             key.append((entry.path, st.st_mtime_ns, st.st_size))
         stamps += files
         result = tuple(key)
-        settled = all(stamp is None or _settled(stamp, started) for _path, stamp in stamps)
+        settled = all(stamp is None or fs.settled(stamp, started) for _path, stamp in stamps)
         self._listing = (stamps, result) if settled else None
         return result
 
     def list_models(self) -> list[ManifestRecord]:
         """All readable manifests, newest first; a malformed one is skipped with a warning, never an error."""
         records: list[ManifestRecord] = []
-        for path, parts in self._manifest_files():
-            if parts[3].startswith(_TMP_PREFIX):
+        for path, parts in self.manifest_files():
+            if parts[3].startswith(TMP_PREFIX):
                 continue
             try:
                 name = ModelName.from_parts(*parts)
@@ -643,22 +573,22 @@ class Store:
     def referenced_digests(self) -> set[str]:
         """Every blob digest (``sha256:<hex>``) some manifest references; unparsable ones count conservatively."""
         refs: set[str] = set()
-        for path, _parts in self._manifest_files():
-            if path.name.startswith(_TMP_PREFIX):
+        for path, _parts in self.manifest_files():
+            if path.name.startswith(TMP_PREFIX):
                 continue
             try:
                 with open(path, "rb") as f:
                     raw = f.read(MAX_MANIFEST_BYTES + 1)
             except OSError:
                 continue
-            refs |= _referenced_in(raw)
+            refs |= referenced_in(raw)
         return refs
 
     def _prune_parents(self, path: Path) -> int:
         """Remove empty directories from ``path``'s parent up to, not including, ``manifests/``."""
         removed = 0
         directory = path.parent
-        while _inside(self.manifests_dir, directory):
+        while inside(self.manifests_dir, directory):
             try:
                 os.rmdir(directory)
             except OSError:
@@ -677,23 +607,23 @@ class Store:
             found = self.resolve(name)
             path = self.manifest_path(found)
             raw, _st = self._read_raw(path, found)
-            candidates = _referenced_in(raw)
+            candidates = referenced_in(raw)
             try:
                 os.unlink(path)
             except FileNotFoundError:
                 raise ModelNotFound(found) from None
             except OSError as exc:
-                raise _oserror(f"cannot delete {found.display_shortest()}", exc) from None
+                raise oserror(f"cannot delete {found.display_shortest()}", exc) from None
             self._prune_parents(path)
             in_use = self.referenced_digests()
-            return [digest for digest in sorted(candidates - in_use) if self._remove_blob(digest)]
+            return [digest for digest in sorted(candidates - in_use) if self.remove_blob(digest)]
 
     def remove_unreferenced(self, digests: Iterable[str]) -> list[str]:
         """Remove those of ``digests`` that no manifest references any more (the layers a pull replaced)."""
         with self.exclusive():
             in_use = self.referenced_digests()
             return [digest for digest in sorted({canonical_digest(d) for d in digests} - in_use)
-                    if self._remove_blob(digest)]
+                    if self.remove_blob(digest)]
 
     def copy(self, src: str | ModelName, dst: str | ModelName) -> ManifestRecord:
         """Copy a manifest file byte for byte under a new name (blobs are shared, not copied)."""
@@ -707,113 +637,8 @@ class Store:
             return self._record(target, raw_back, st)
 
     def prune(self, min_age: float = 3600.0) -> PruneResult:
-        """Ollama's startup prune, run only when every manifest parses.
-
-        Blob files at least ``min_age`` seconds old are removed when no manifest references them or when their
-        name is not a valid digest (partial downloads, leftovers of interrupted writes). Empty directories under
-        ``manifests/`` are removed. The age rule spares blobs a pull or create is writing right now; so do the
-        locks, however old the files: a blob that another process holds (a pull or create whose manifest is not
-        written yet) and the ``-partial`` files of a download in progress in another process stay.
-        """
-        with self.exclusive():
-            result = PruneResult()
-            now = time.time()
-            refs: set[str] = set()
-            for path, parts in self._manifest_files():
-                if parts[3].startswith("."):
-                    if parts[3].startswith(_TMP_PREFIX) and self._older(path, now, min_age):
-                        self._unlink_quiet(path)
-                    continue
-                try:
-                    name = ModelName.from_parts(*parts)
-                    raw, st = self._read_raw(path, name)
-                    record = self._record(name, raw, st)
-                except (InvalidModelName, StoreError) as exc:
-                    result.skipped = True
-                    result.reason = f"corrupt manifests detected, skipping prune: {exc}"
-                    log.warning("%s", result.reason)
-                    return result
-                refs |= {canonical_digest(layer.digest) for layer in record.manifest.blobs()}
-
-            try:
-                entries = list(os.scandir(self.blobs_dir))
-            except OSError:
-                entries = []
-            for entry in entries:
-                try:
-                    if entry.is_dir(follow_symlinks=False):
-                        continue
-                    if entry.name.startswith(_TMP_BLOB) and _abandoned(Path(entry.path)):
-                        if self._unlink_quiet(Path(entry.path)):  # its writer died (kill -9): no need to wait
-                            result.removed_blobs.append(entry.name)
-                        continue
-                    if now - entry.stat(follow_symlinks=False).st_mtime < min_age:
-                        continue
-                except OSError:
-                    continue
-                if not _inside(self.blobs_dir, Path(entry.path)):
-                    continue
-                match = DIGEST_RE.fullmatch(entry.name)
-                if match is not None:
-                    digest = "sha256:" + match.group(1).lower()
-                    if digest in refs:
-                        continue
-                    if Path(entry.path) == self.blob_path(digest):
-                        if self._remove_blob(digest):
-                            result.removed_blobs.append(entry.name)
-                        continue
-                partial = _PARTIAL_RE.fullmatch(entry.name)
-                if partial is not None and locks.is_busy(self.download_lock("sha256:" + partial.group(1))):
-                    continue  # another process is downloading this blob right now
-                if self._unlink_quiet(Path(entry.path)):
-                    result.removed_blobs.append(entry.name)
-            self._tidy_locks()
-            result.removed_dirs = self._prune_empty_dirs()
-            log.info("pruned %d unused blobs", len(result.removed_blobs))
-            return result
-
-    def _tidy_locks(self) -> None:
-        """Remove the lock files of blobs nobody holds (a pull that failed before it could tidy up)."""
-        try:
-            names = os.listdir(self.locks_dir)
-        except OSError:
-            return
-        for name in names:
-            if _LOCK_FILE_RE.fullmatch(name):
-                lock = locks.LockFile(self.locks_dir / name)
-                if lock.acquire(blocking=False):
-                    lock.release(remove=True)
-
-    @staticmethod
-    def _older(path: Path, now: float, min_age: float) -> bool:
-        try:
-            return now - os.stat(path).st_mtime >= min_age
-        except OSError:
-            return False
-
-    @staticmethod
-    def _unlink_quiet(path: Path) -> bool:
-        try:
-            os.unlink(path)
-        except OSError:
-            return False
-        return True
-
-    def _prune_empty_dirs(self) -> int:
-        removed = 0
-        if not self.manifests_dir.is_dir():
-            return 0
-        for directory, _dirs, _files in os.walk(self.manifests_dir, topdown=False):
-            path = Path(directory)
-            if path == self.manifests_dir or not _inside(self.manifests_dir, path) or path.is_symlink():
-                continue
-            try:
-                os.rmdir(path)
-                removed += 1
-            except OSError:
-                continue
-        return removed
-
+        """Ollama's startup prune (:func:`corral.store.prune.prune`)."""
+        return prune(self, min_age)
 
 def _release_all(fresh: dict[str, tuple[locks.LockFile, float]]) -> None:
     """A collected Store's pins go with it."""
