@@ -10,9 +10,11 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from corral.errors import StoreError
 
@@ -31,8 +33,25 @@ from .files import (
 )
 from .names import InvalidModelName, ModelName
 
-if TYPE_CHECKING:
-    from .store import Store
+
+class Store(Protocol):
+    """What the prune needs of a :class:`corral.store.store.Store`."""
+
+    blobs_dir: Path
+    manifests_dir: Path
+    locks_dir: Path
+
+    def exclusive(self) -> AbstractContextManager[None]: ...
+
+    def manifest_files(self) -> Iterator[tuple[Path, list[str]]]: ...
+
+    def record_of_file(self, path: Path, name: ModelName) -> Any: ...
+
+    def blob_path(self, digest: str) -> Path: ...
+
+    def remove_blob(self, digest: str) -> bool: ...
+
+    def download_lock(self, digest: str) -> locks.LockFile: ...
 
 log = logging.getLogger("corral.store.store")
 
@@ -66,8 +85,7 @@ def prune(store: Store, min_age: float = 3600.0) -> PruneResult:
                 continue
             try:
                 name = ModelName.from_parts(*parts)
-                raw, st = store._read_raw(path, name)
-                record = store._record(name, raw, st)
+                record = store.record_of_file(path, name)
             except (InvalidModelName, StoreError) as exc:
                 result.skipped = True
                 result.reason = f"corrupt manifests detected, skipping prune: {exc}"
