@@ -256,6 +256,9 @@ def _metrics(final: Final) -> dict[str, Any]:
         value = getattr(final, key)
         if value:
             out[key] = value
+        if key == "prompt_eval_count" and value:
+            # The part of the prompt the prefix cache served (Ollama's field since 0.3x; included even when 0).
+            out["prompt_eval_cached_count"] = final.prompt_cached_count
     return out
 
 
@@ -264,7 +267,7 @@ async def generate(request: Request, body: s.GenerateRequest) -> Response:
     store, service = store_of(request), service_of(request)
     model = resolve_model(store, body.model)
     keep_alive = _keep_alive(body.keep_alive)
-    name = model.display_name
+    name = body.model  # echoed as the client spelled it, as Ollama does
     if body.raw and (body.template or body.system or body.context):
         raise APIError(400, "raw mode does not support template, system, or context")
     if "completion" not in model.capabilities():
@@ -277,7 +280,7 @@ async def generate(request: Request, body: s.GenerateRequest) -> Response:
     stream = body.stream is not False
 
     if not body.prompt and not body.suffix and not body.images:
-        return await _load_or_unload(service, model, opts, keep_alive, chat=False)
+        return await _load_or_unload(service, model, name, opts, keep_alive, chat=False)
 
     inference = InferenceRequest(
         model=model, prompt=body.prompt, system=body.system, suffix=body.suffix, template=body.template,
@@ -320,7 +323,7 @@ async def chat(request: Request, body: s.ChatRequest) -> Response:
     store, service = store_of(request), service_of(request)
     model = resolve_model(store, body.model)
     keep_alive = _keep_alive(body.keep_alive)
-    name = model.display_name
+    name = body.model  # echoed as the client spelled it, as Ollama does
     caps = model.capabilities()
     if "completion" not in caps:
         raise APIError(400, f'"{name}" does not support chat')
@@ -333,7 +336,7 @@ async def chat(request: Request, body: s.ChatRequest) -> Response:
     stream = body.stream is not False
 
     if not body.messages:
-        return await _load_or_unload(service, model, opts, keep_alive, chat=True)
+        return await _load_or_unload(service, model, name, opts, keep_alive, chat=True)
 
     inference = InferenceRequest(
         model=model,
@@ -372,8 +375,8 @@ async def chat(request: Request, body: s.ChatRequest) -> Response:
     return await collect_json(folded())
 
 
-async def _load_or_unload(service: InferenceService, model: Model, opts: dict[str, Any], keep_alive: float | None,
-                          *, chat: bool) -> Response:
+async def _load_or_unload(service: InferenceService, model: Model, name: str, opts: dict[str, Any],
+                          keep_alive: float | None, *, chat: bool) -> Response:
     """An empty prompt loads the model (``done_reason: load``); with ``keep_alive: 0`` it unloads it."""
     if keep_alive is not None and keep_alive == 0:
         await service.unload(model)
@@ -381,7 +384,7 @@ async def _load_or_unload(service: InferenceService, model: Model, opts: dict[st
     else:
         await service.load(model, opts, keep_alive)
         reason = "load"
-    out: dict[str, Any] = {"model": model.display_name, "created_at": now_rfc3339()}
+    out: dict[str, Any] = {"model": name, "created_at": now_rfc3339()}
     if chat:
         out["message"] = {"role": "assistant", "content": ""}
     else:
@@ -403,9 +406,9 @@ async def embed(request: Request, body: s.EmbedRequest) -> JSONResponse:
     opts = options.validate(body.options)
     if not inputs:
         await service.load(model, opts, keep_alive)
-        return JSONResponse({"model": model.display_name, "embeddings": []})
+        return JSONResponse({"model": body.model, "embeddings": []})
     result = await service.embed(model, inputs, opts=opts, keep_alive=keep_alive, truncate=body.truncate is not False)
-    out: dict[str, Any] = {"model": model.display_name,
+    out: dict[str, Any] = {"model": body.model,
                            "embeddings": [normalize(v, body.dimensions) for v in result.vectors]}
     for key in ("total_duration", "load_duration", "prompt_eval_count"):
         if getattr(result, key):

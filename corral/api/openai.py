@@ -201,9 +201,10 @@ def _finish_reason(reason: str, tool_calls: bool) -> str:
     return "tool_calls" if tool_calls and reason == "stop" else reason
 
 
-def _usage(final: Final) -> dict[str, int]:
+def _usage(final: Final) -> dict[str, Any]:
     prompt = prompt_tokens(final)
-    return {"prompt_tokens": prompt, "completion_tokens": final.eval_count, "total_tokens": prompt + final.eval_count}
+    return {"prompt_tokens": prompt, "completion_tokens": final.eval_count, "total_tokens": prompt + final.eval_count,
+            "prompt_tokens_details": {"cached_tokens": final.prompt_cached_count}}
 
 
 def _new_id(prefix: str) -> str:

@@ -142,10 +142,15 @@ class ChatCompletionRequest(_Request):
     reasoning_effort: str | None = None
 
 
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int = 0  # prompt tokens the engine's prefix cache served (included in prompt_tokens)
+
+
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None
 
 
 class AssistantMessage(BaseModel):

@@ -113,7 +113,8 @@ class ChatRequest(_Request):
 class Metrics(BaseModel):
     total_duration: int | None = None
     load_duration: int | None = None
-    prompt_eval_count: int | None = None
+    prompt_eval_count: int | None = None  # the whole prompt, cached prefix included
+    prompt_eval_cached_count: int | None = None  # of those, the tokens the prefix cache served
     prompt_eval_duration: int | None = None
     eval_count: int | None = None
     eval_duration: int | None = None

@@ -191,9 +191,8 @@ async def fold(service: InferenceService, req: InferenceRequest) -> Answer:
 
 
 def prompt_tokens(final: Final) -> int:
-    """The whole prompt's tokens for usage, cached prefix included once the engine reports it separately
-    (``prompt_cached_count``); the engine's ``prompt_n`` alone counts only the tokens it had to evaluate."""
-    return final.prompt_eval_count + final.prompt_cached_count
+    """The whole prompt's tokens for usage (``prompt_eval_count`` counts the cached prefix too, as Ollama's does)."""
+    return final.prompt_eval_count
 
 
 def normalize(vector: list[float], dimensions: int | None = None) -> list[float]:

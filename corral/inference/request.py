@@ -64,7 +64,7 @@ class Final:
     load_duration: int = 0
     total_duration: int = 0
     context: list[int] | None = None
-    prompt_cached_count: int = 0  # prompt tokens served from the prefix cache (not in prompt_eval_count)
+    prompt_cached_count: int = 0  # of prompt_eval_count, the tokens served from the prefix cache
     stop_sequence: str | None = None  # the stop string that ended generation, if one did
 
 

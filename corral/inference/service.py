@@ -90,7 +90,8 @@ class InferenceService:
                 if isinstance(item, Final):
                     item.load_duration = int(lease.load_seconds * 1e9)
                     item.total_duration = int((time.perf_counter() - started) * 1e9)
-                    metrics.observe_generation(model.display_name, item.prompt_eval_count, item.prompt_cached_count,
+                    metrics.observe_generation(model.display_name, item.prompt_eval_count - item.prompt_cached_count,
+                                               item.prompt_cached_count,
                                                item.eval_count)
                 elif first:
                     first = False

@@ -34,7 +34,8 @@ def _ns(ms: float | int | None) -> int:
 def _final(done_reason: str, timings: dict[str, Any], stop_sequence: str | None = None) -> Final:
     return Final(
         done_reason=done_reason,
-        prompt_eval_count=int(timings.get("prompt_n", 0)),
+        # The whole prompt, as Ollama counts it: the engine's prompt_n is only what it evaluated past the cache.
+        prompt_eval_count=int(timings.get("prompt_n", 0)) + int(timings.get("cache_n", 0)),
         prompt_eval_duration=_ns(timings.get("prompt_ms")),
         eval_count=int(timings.get("predicted_n", 0)),
         eval_duration=_ns(timings.get("predicted_ms")),
