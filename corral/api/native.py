@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from corral import __version__
 from corral.api import schemas as s
-from corral.api.shared import fold, normalize, resolve_model, service_of, store_of
+from corral.api.shared import check_top_logprobs, dumps, fold, normalize, resolve_model, service_of, store_of
 from corral.api.streaming import collect_json, ndjson_stream, now_rfc3339
 from corral.errors import APIError, InvalidModelName, ModelNotFound
 from corral.inference import options
@@ -249,6 +249,10 @@ def _check_images(model: Model, images: list[str] | None) -> None:
         raise APIError(400, f'"{model.display_name}" does not support images')
 
 
+def _logprobs(piece: Piece) -> str:
+    return f',"logprobs":{dumps(piece.logprobs)}' if piece.logprobs else ""
+
+
 def _metrics(final: Final) -> dict[str, Any]:
     out: dict[str, Any] = {"done_reason": final.done_reason}
     for key in ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count",
@@ -264,6 +268,7 @@ def _metrics(final: Final) -> dict[str, Any]:
 
 @router.post("/api/generate", response_model=s.GenerateResponse, response_model_exclude_none=True)
 async def generate(request: Request, body: s.GenerateRequest) -> Response:
+    check_top_logprobs(body.top_logprobs)
     store, service = store_of(request), service_of(request)
     model = resolve_model(store, body.model)
     keep_alive = _keep_alive(body.keep_alive)
@@ -285,7 +290,8 @@ async def generate(request: Request, body: s.GenerateRequest) -> Response:
     inference = InferenceRequest(
         model=model, prompt=body.prompt, system=body.system, suffix=body.suffix, template=body.template,
         raw=body.raw, images=body.images or [], options=opts, keep_alive=keep_alive, format=body.format,
-        think=body.think, context=body.context, want_context=not body.raw,
+        think=body.think, context=body.context, want_context=not body.raw, logprobs=body.logprobs,
+        top_logprobs=body.top_logprobs,
     )
     head = f'{{"model":{json.dumps(name)},"created_at":"'
 
@@ -293,7 +299,8 @@ async def generate(request: Request, body: s.GenerateRequest) -> Response:
         async for item in service.generate(inference):
             if isinstance(item, Piece):
                 think = f',"thinking":{json.dumps(item.thinking)}' if item.thinking else ""
-                yield f'{head}{now_rfc3339()}","response":{json.dumps(item.content)}{think},"done":false}}\n'
+                yield (f'{head}{now_rfc3339()}","response":{json.dumps(item.content)}{think},"done":false'
+                       f'{_logprobs(item)}}}\n')
             else:
                 final: dict[str, Any] = {"model": name, "created_at": now_rfc3339(), "response": "", "done": True,
                                          **_metrics(item)}
@@ -313,6 +320,8 @@ async def generate(request: Request, body: s.GenerateRequest) -> Response:
         out.update(_metrics(answer.final))
         if answer.final.context is not None:
             out["context"] = answer.final.context
+        if answer.logprobs:
+            out["logprobs"] = answer.logprobs
         yield out
 
     return await collect_json(folded())
@@ -320,6 +329,7 @@ async def generate(request: Request, body: s.GenerateRequest) -> Response:
 
 @router.post("/api/chat", response_model=s.ChatResponse, response_model_exclude_none=True)
 async def chat(request: Request, body: s.ChatRequest) -> Response:
+    check_top_logprobs(body.top_logprobs)
     store, service = store_of(request), service_of(request)
     model = resolve_model(store, body.model)
     keep_alive = _keep_alive(body.keep_alive)
@@ -343,6 +353,7 @@ async def chat(request: Request, body: s.ChatRequest) -> Response:
         messages=[m.model_dump(exclude_none=True) for m in body.messages],
         options=opts, keep_alive=keep_alive, format=body.format, think=body.think,
         tools=[t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None,
+        logprobs=body.logprobs, top_logprobs=body.top_logprobs,
     )
     head = f'{{"model":{json.dumps(name)},"created_at":"'
 
@@ -353,7 +364,7 @@ async def chat(request: Request, body: s.ChatRequest) -> Response:
                 if item.tool_calls:
                     think += f',"tool_calls":{json.dumps(item.tool_calls)}'
                 yield (f'{head}{now_rfc3339()}","message":{{"role":"assistant","content":{json.dumps(item.content)}'
-                       f'{think}}},"done":false}}\n')
+                       f'{think}}},"done":false{_logprobs(item)}}}\n')
             else:
                 final = {"model": name, "created_at": now_rfc3339(), "message": {"role": "assistant", "content": ""},
                          "done": True, **_metrics(item)}
@@ -369,8 +380,11 @@ async def chat(request: Request, body: s.ChatRequest) -> Response:
             message["thinking"] = answer.thinking
         if answer.tool_calls:
             message["tool_calls"] = answer.tool_calls
-        yield {"model": name, "created_at": now_rfc3339(), "message": message, "done": True,
+        out = {"model": name, "created_at": now_rfc3339(), "message": message, "done": True,
                **_metrics(answer.final)}
+        if answer.logprobs:
+            out["logprobs"] = answer.logprobs
+        yield out
 
     return await collect_json(folded())
 

@@ -110,6 +110,16 @@ class ChatRequest(_Request):
     top_logprobs: int = 0
 
 
+class TokenLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class Logprob(TokenLogprob):
+    top_logprobs: list[TokenLogprob] | None = None
+
+
 class Metrics(BaseModel):
     total_duration: int | None = None
     load_duration: int | None = None
@@ -128,6 +138,7 @@ class GenerateResponse(Metrics):
     done: bool
     done_reason: str | None = None
     context: list[int] | None = None
+    logprobs: list[Logprob] | None = None
 
 
 class ChatResponse(Metrics):
@@ -136,6 +147,7 @@ class ChatResponse(Metrics):
     message: Message
     done: bool
     done_reason: str | None = None
+    logprobs: list[Logprob] | None = None
 
 
 class ModelDetails(BaseModel):

@@ -172,6 +172,7 @@ class Answer:
     thinking: str = ""
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     final: Final = field(default_factory=lambda: Final(done_reason="stop"))
+    logprobs: list[dict[str, Any]] = field(default_factory=list)  # every token's, when the request asked
 
 
 async def fold(service: InferenceService, req: InferenceRequest) -> Answer:
@@ -184,10 +185,18 @@ async def fold(service: InferenceService, req: InferenceRequest) -> Answer:
             content.append(item.content)
             thinking.append(item.thinking)
             answer.tool_calls.extend(item.tool_calls or ())
+            answer.logprobs.extend(item.logprobs or ())
         else:
             answer.final = item
     answer.content, answer.thinking = "".join(content), "".join(thinking)
     return answer
+
+
+def check_top_logprobs(top: int | None, name: str = "top_logprobs") -> int:
+    """Ollama's bound on alternatives per token, checked before anything else (as its handlers do)."""
+    if top is not None and not 0 <= top <= 20:
+        raise APIError(400, f"{name} must be between 0 and 20")
+    return top or 0
 
 
 def prompt_tokens(final: Final) -> int:

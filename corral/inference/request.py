@@ -37,6 +37,8 @@ class InferenceRequest:
     tool_choice_names: list[str] | None = None
     parallel_tool_calls: bool = True  # False: calls after the first are dropped
     tool_call_deltas: bool = False  # stream calls' arguments as they are generated (Piece.tool_call_delta)
+    logprobs: bool = False  # return each generated token's log probability (Piece.logprobs)
+    top_logprobs: int = 0  # and this many most likely alternatives at each position (0-20)
 
     @property
     def forces_call(self) -> bool:
@@ -52,6 +54,9 @@ class Piece:
     # A call still being generated (only when the request sets ``tool_call_deltas``): first {"index", "id",
     # "name"}, then {"index", "arguments": <the next piece of its JSON text>}; the whole call follows in tool_calls.
     tool_call_delta: dict[str, Any] | None = None
+    # Tokens whose text is in this piece (or was held back before it), Ollama-shaped: {"token", "logprob", "bytes",
+    # "top_logprobs"?} (corral.inference.logprobs); only when the request asks for logprobs.
+    logprobs: list[dict[str, Any]] | None = None
 
 
 @dataclass(slots=True)

@@ -3,11 +3,19 @@ that hit the differences: the ``ollama`` library's own examples, LangChain, the 
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterable
+from typing import Any
+
 import httpx
 import ollama
+import openai
 import pytest
 from langchain_ollama import ChatOllama
 
+from corral.store import manifest as mf
+from corral.store.names import parse_name
+from corral.store.store import Store
 from tests.conftest import MODEL, ServerProcess
 
 pytestmark = pytest.mark.e2e
@@ -20,6 +28,20 @@ def short_name(server: ServerProcess) -> str:
     """A copy of the bundled model under a name without a tag, so it resolves to ``smol:latest``."""
     httpx.post(server.url + "/api/copy", json={"source": MODEL, "destination": "smol"}).raise_for_status()
     return "smol"
+
+
+def _native(server: ServerProcess) -> str:
+    """The bundled model without TEMPLATE and SYSTEM layers: chats take the engine's native path (Jinja)."""
+    name = "native-fidelity"
+    store = Store(server.models)
+    record = store.read_manifest(store.resolve(MODEL))
+    config = json.loads(store.blob_path(record.manifest.config.digest).read_bytes())
+    config["capabilities"] = ["completion", "tools"]
+    digest, size = store.write_bytes(json.dumps(config).encode())
+    layers = [la for la in record.manifest.layers if la.media_type not in (mf.MEDIA_TEMPLATE, mf.MEDIA_SYSTEM)]
+    store.write_manifest(parse_name(name), mf.Manifest(
+        config=mf.Layer(mediaType=record.manifest.config.media_type, digest=digest, size=size), layers=layers))
+    return name
 
 
 # -- prompt_eval_count counts the whole prompt; the cached part is its own field ------------------------------------
@@ -74,3 +96,116 @@ def test_every_route_echoes_the_model_name_as_sent(server: ServerProcess, short_
         assert c.post("/v1/messages", json=body).json()["model"] == short_name
         ps = c.get("/api/ps").json()["models"]
         assert "smol:latest" in {m["name"] for m in ps} or MODEL in {m["name"] for m in ps}
+
+
+# -- logprobs ------------------------------------------------------------------------------------------------------
+
+
+def _print_logprobs(logprobs: Iterable[Any], label: str) -> None:
+    """The ``ollama`` library's logprobs examples (examples/generate-logprobs.py, chat-logprobs.py) print each
+    token and its alternatives this way; a missing or misshapen field fails here as it failed there."""
+    print(f"\n{label}:")
+    for entry in logprobs:
+        token = entry.get("token", "")
+        logprob = entry.get("logprob")
+        print(f"  token={token!r:<12} logprob={logprob:.3f}")
+        for alt in entry.get("top_logprobs", []):
+            if alt["token"] != token:
+                print(f'    alt -> {alt["token"]!r:<12} ({alt["logprob"]:.3f})')
+
+
+def test_the_ollama_librarys_logprobs_examples(server: ServerProcess, capsys: pytest.CaptureFixture[str]) -> None:
+    client = ollama.Client(host=server.url)
+    response = client.generate(model=MODEL, prompt="hi! be concise.", logprobs=True, top_logprobs=3)
+    print("Generate response:", response["response"])
+    _print_logprobs(response.get("logprobs", []), "generate logprobs")
+    chat = client.chat(model=MODEL, messages=[{"role": "user", "content": "hi! be concise."}], logprobs=True,
+                       top_logprobs=3)
+    print("Chat response:", chat["message"]["content"])
+    _print_logprobs(chat.get("logprobs", []), "chat logprobs")
+    out = capsys.readouterr().out
+    assert "generate logprobs:" in out and "chat logprobs:" in out and "alt ->" in out
+    for answer, text in ((response, response.response), (chat, chat.message.content)):
+        assert answer.logprobs and "".join(e.token for e in answer.logprobs) == text
+        assert all(len(e.top_logprobs or ()) == 3 and e.logprob <= 0 for e in answer.logprobs)
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_greedy_tokens_are_the_top_ones_and_join_to_the_text(server: ServerProcess, native: bool) -> None:
+    model = _native(server) if native else MODEL
+    client = ollama.Client(host=server.url)
+    opts = {"temperature": 0, "num_predict": 16}
+    messages = [{"role": "user", "content": "Name three fruits."}]
+    whole = client.chat(model=model, messages=messages, options=opts, logprobs=True, top_logprobs=2)
+    assert whole.logprobs and "".join(e.token for e in whole.logprobs) == whole.message.content
+    for e in whole.logprobs:
+        assert e.top_logprobs and e.top_logprobs[0].token == e.token and e.top_logprobs[0].logprob == e.logprob
+        assert all(e.top_logprobs[0].logprob >= alt.logprob for alt in e.top_logprobs)
+    chunks = list(client.chat(model=model, messages=messages, options=opts, logprobs=True, top_logprobs=2,
+                              stream=True))
+    assert [e.token for c in chunks for e in c.logprobs or ()] == [e.token for e in whole.logprobs]
+    for c in chunks:  # each chunk carries the tokens of its own text
+        assert "".join(e.token for e in c.logprobs or ()) == c.message.content
+    plain = client.chat(model=model, messages=messages, options=opts, logprobs=True)
+    assert plain.logprobs and all(e.top_logprobs is None for e in plain.logprobs)
+    assert client.chat(model=model, messages=messages, options=opts).logprobs is None
+
+
+def test_a_stop_string_cuts_its_tokens_out_of_the_logprobs(server: ServerProcess) -> None:
+    client = ollama.Client(host=server.url)
+    r = client.generate(model=MODEL, prompt="1, 2, 3,", raw=True, logprobs=True, top_logprobs=1,
+                        options={"temperature": 0, "num_predict": 30, "stop": [", 7"]})
+    assert r.response == " 4, 5, 6" and r.done_reason == "stop"
+    assert [e.token for e in r.logprobs or ()] == [" ", "4", ",", " ", "5", ",", " ", "6"]
+
+
+def test_top_logprobs_out_of_range_is_ollamas_400(server: ServerProcess) -> None:
+    with server.client() as c:
+        for path, body in (("/api/generate", {"prompt": "hi"}), ("/api/chat", {"messages": []})):
+            r = c.post(path, json={"model": MODEL, "logprobs": True, "top_logprobs": 21, **body})
+            assert r.status_code == 400 and r.json() == {"error": "top_logprobs must be between 0 and 20"}
+        r = c.post("/v1/chat/completions", json={"model": MODEL, "messages": [{"role": "user", "content": "x"}],
+                                                 "logprobs": True, "top_logprobs": -1})
+        assert r.status_code == 400 and "top_logprobs must be between 0 and 20" in r.json()["error"]["message"]
+
+
+def test_openai_sdk_logprobs_on_chat_completions_and_responses(server: ServerProcess) -> None:
+    oai = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0, timeout=120)
+    messages = [{"role": "user", "content": "hi! be concise."}]
+    r = oai.chat.completions.create(model=MODEL, messages=messages, logprobs=True, top_logprobs=3, temperature=0,
+                                    max_tokens=12)
+    choice = r.choices[0]
+    assert choice.logprobs is not None and choice.logprobs.content
+    assert "".join(t.token for t in choice.logprobs.content) == choice.message.content
+    assert all(t.top_logprobs[0].token == t.token and len(t.top_logprobs) == 3 for t in choice.logprobs.content)
+    assert bytes(choice.logprobs.content[0].bytes or []).decode() == choice.logprobs.content[0].token
+    assert oai.chat.completions.create(model=MODEL, messages=messages, max_tokens=4).choices[0].logprobs is None
+
+    text, tokens = "", []
+    for chunk in oai.chat.completions.create(model=MODEL, messages=messages, logprobs=True, top_logprobs=1,
+                                             temperature=0, max_tokens=12, stream=True):
+        if chunk.choices:
+            text += chunk.choices[0].delta.content or ""
+            tokens += chunk.choices[0].logprobs.content if chunk.choices[0].logprobs else []
+    assert text == choice.message.content and "".join(t.token for t in tokens) == text
+
+    legacy = oai.completions.create(model=MODEL, prompt="Count: 1, 2, 3,", logprobs=2, temperature=0, max_tokens=8)
+    lp = legacy.choices[0].logprobs
+    assert lp is not None and "".join(lp.tokens or []) == legacy.choices[0].text
+    assert lp.top_logprobs and all(len(alts) == 2 for alts in lp.top_logprobs)
+    assert lp.text_offset == [sum(len(t) for t in (lp.tokens or [])[:i]) for i in range(len(lp.tokens or []))]
+
+    resp = oai.responses.create(model=MODEL, input="hi! be concise.", include=["message.output_text.logprobs"],
+                                top_logprobs=2, temperature=0, max_output_tokens=12)
+    part = resp.output[0].content[0]
+    assert part.type == "output_text" and "".join(t.token for t in part.logprobs or []) == part.text
+    assert resp.top_logprobs == 2
+    streamed = ""
+    deltas: list[str] = []
+    with oai.responses.stream(model=MODEL, input="hi! be concise.", include=["message.output_text.logprobs"],
+                              top_logprobs=2, temperature=0, max_output_tokens=12) as events:
+        for event in events:
+            if event.type == "response.output_text.delta":
+                streamed += event.delta
+                deltas += [t.token for t in event.logprobs]
+    assert streamed == part.text and "".join(deltas) == streamed
