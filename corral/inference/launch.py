@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from corral import config
-from corral.inference import memory, options, speculative
+from corral.inference import attention, memory, options, speculative
 from corral.inference.runner import kvcache
 from corral.inference.runner.spec import LaunchSpec
 from corral.store.model import Model
@@ -37,8 +37,9 @@ def plan(model: Model, opts: dict[str, Any], *, for_embedding: bool = False) -> 
         runner_opts = options.RunnerOptions(
             num_ctx=runner_opts.num_ctx, num_batch=max(runner_opts.num_batch, min(2048, runner_opts.num_ctx)),
             num_thread=runner_opts.num_thread, use_mmap=runner_opts.use_mmap)
+    attn = attention.settings()
     parallel = memory.choose_parallel(info, model.model_path.stat().st_size, runner_opts.num_ctx,
-                                      config.num_parallel())
+                                      config.num_parallel(), attn.cache_type)
     drafting = speculative.settings(opts, model.draft_info, embedding=embedding or info.is_reranker)
     spec = LaunchSpec(
         model=str(model.model_path),
@@ -56,6 +57,8 @@ def plan(model: Model, opts: dict[str, Any], *, for_embedding: bool = False) -> 
         speculative=drafting.types,
         draft=drafting.draft,
         draft_max=drafting.draft_max,
+        flash_attention=attn.flash,
+        cache_type=attn.cache_type,
     )
     key = runner_key(model)
     if spec.pooling:
@@ -84,4 +87,4 @@ def _size(model: Model, spec: LaunchSpec) -> int:
     weights = model.model_path.stat().st_size + sum(p.stat().st_size for p in model.adapters)
     if spec.draft and model.draft is not None:
         weights += model.draft.stat().st_size
-    return memory.model_bytes(model.info, weights, spec.num_ctx, spec.parallel)
+    return memory.model_bytes(model.info, weights, spec.num_ctx, spec.parallel, spec.cache_type)

@@ -69,7 +69,8 @@ class InferenceService:
                 expires = None
             else:
                 expires = entry.expires_at
-            size = memory.model_bytes(model.info, model.record.manifest.size, entry.spec.num_ctx, entry.spec.parallel)
+            size = memory.model_bytes(model.info, model.record.manifest.size, entry.spec.num_ctx, entry.spec.parallel,
+                                      entry.spec.cache_type)
             out.append(RunningModel(model=model, size=size, expires_at=expires, context_length=entry.spec.num_ctx,
                                     parallel=entry.spec.parallel, slots_busy=slots_busy))
         return out

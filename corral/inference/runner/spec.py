@@ -26,6 +26,9 @@ class LaunchSpec:
     speculative: list[str] = field(default_factory=list)
     draft: str | None = None
     draft_max: int = 0
+    # OLLAMA_FLASH_ATTENTION / OLLAMA_KV_CACHE_TYPE (corral.inference.attention)
+    flash_attention: str = "auto"  # "on", "off", "auto"
+    cache_type: str = "f16"  # K and V cache element type: f16, q8_0, q4_0
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
