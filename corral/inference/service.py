@@ -17,7 +17,7 @@ from typing import Any
 
 from corral import metrics
 from corral.errors import InferenceError, RequestError, RunnerReplyError, RunnerUnreachable
-from corral.inference import embedding, launch, memory, options, prompting, rerank, streams
+from corral.inference import counting, embedding, launch, memory, options, prompting, rerank, streams
 from corral.inference.request import Embeddings, Final, InferenceRequest, Piece, RunningModel
 from corral.inference.runner.base import Runner
 from corral.inference.runner.client import RunnerClient
@@ -105,6 +105,14 @@ class InferenceService:
         """The model's own token ids for ``text`` (no BOS added), from the engine's tokenizer."""
         async with self._lease(launch.plan(model, options.merge(model.params, opts)), model, keep_alive) as lease:
             return await lease.client.tokenize(text, add_special=False)
+
+    async def count_tokens(self, req: InferenceRequest) -> int:
+        """The tokens of the prompt a chat request makes (its template, tools and thinking), without generating."""
+        merged = options.merge(req.model.params, req.options)
+        planned = launch.plan(req.model, merged)
+        settings = prompting.settle(req, merged, planned.spec.num_ctx)
+        async with self._lease(planned, req.model, req.keep_alive) as lease:
+            return await counting.prompt_tokens(lease.client, req, settings)
 
     async def detokenize(self, model: Model, tokens: list[int], opts: dict[str, Any],
                          keep_alive: float | None) -> str:

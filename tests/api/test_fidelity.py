@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+import anthropic
 import httpx
 import ollama
 import openai
@@ -307,3 +308,35 @@ def test_the_bundled_templates_call_text_parses_into_calls() -> None:
     assert "".join(content for _, content, _ in results) == ""
     assert [(c["function"]["name"], c["function"]["arguments"]) for c in calls] == [
         ("add_two_numbers", {"a": 3, "b": 1}), ("subtract_two_numbers", {"a": 9, "b": 4})]
+
+
+# -- Anthropic's count_tokens -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_anthropic_count_tokens_matches_what_the_message_uses(server: ServerProcess, native: bool) -> None:
+    """The SDK's messages.count_tokens (404 before) counts the prompt /v1/messages builds: the same number its
+    usage reports, with system, tools and the model's own template (rendered path) or the engine's (native)."""
+    claude = anthropic.Anthropic(base_url=server.url, api_key="x", max_retries=0, timeout=120)
+    model = _native(server) if native else MODEL
+    tool = {"name": "lookup", "description": "Look a word up", "input_schema": {
+        "type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]}}
+    cases: list[dict[str, Any]] = [
+        {"messages": [{"role": "user", "content": "What is the capital of France?"}]},
+        {"system": "Answer in one word.", "messages": [
+            {"role": "user", "content": "Capital of France?"}, {"role": "assistant", "content": "Paris."},
+            {"role": "user", "content": [{"type": "text", "text": "And of Italy?"}]}]},
+        {"messages": [{"role": "user", "content": "Define 'corral'."}], "tools": [tool]},
+    ]
+    counts = []
+    for case in cases:
+        counted = claude.messages.count_tokens(model=model, **case).input_tokens
+        used = claude.messages.create(model=model, max_tokens=1, **case).usage.input_tokens
+        assert counted == used > 5, case
+        counts.append(counted)
+    if not native:  # the bundled template's tools block is in the prompt (the GGUF's own template has none)
+        assert counts[2] > counts[0] + 100
+    with pytest.raises(anthropic.NotFoundError):
+        claude.messages.count_tokens(model="no-such-model", messages=[{"role": "user", "content": "x"}])
+    with pytest.raises(anthropic.BadRequestError, match="messages is required"):
+        claude.messages.count_tokens(model=model, messages=[])
