@@ -340,3 +340,30 @@ def test_anthropic_count_tokens_matches_what_the_message_uses(server: ServerProc
         claude.messages.count_tokens(model="no-such-model", messages=[{"role": "user", "content": "x"}])
     with pytest.raises(anthropic.BadRequestError, match="messages is required"):
         claude.messages.count_tokens(model=model, messages=[])
+
+
+# -- a model re-created while loaded ------------------------------------------------------------------------------
+
+
+def test_a_recreated_model_runs_its_new_definition_and_ps_says_so(server: ServerProcess) -> None:
+    """Re-created on the same weights while loaded: the next request uses the new template (its prompt is longer
+    by the new prefix) on the same runner, and /api/ps shows the digest /api/tags shows."""
+    client = ollama.Client(host=server.url)
+    name = "recreated:latest"
+
+    def create(template: str) -> str:
+        client.create(model=name, from_=MODEL, template=template)
+        return next(m.digest for m in client.list().models if m.model == name)
+
+    def run() -> ollama.GenerateResponse:
+        return client.generate(model=name, prompt="apple", options={"temperature": 0, "num_predict": 2})
+
+    first_digest = create("{{ .Prompt }}")
+    first = run()
+    second_digest = create("Translate this word into French, then stop: {{ .Prompt }}")
+    assert second_digest != first_digest
+    second = run()
+    assert (second.load_duration or 0) < (first.load_duration or 1)  # no reload: the weights are the same
+    assert (second.prompt_eval_count or 0) > (first.prompt_eval_count or 0) + 5
+    ps = {m.model: m.digest for m in client.ps().models}
+    assert ps.get(name) == second_digest
