@@ -176,6 +176,8 @@ def _think(body: a.MessagesRequest, model: Model) -> bool | str | None:
         think = _EFFORTS.get(body.output_config.effort)
     if think not in (None, False) and "thinking" not in model.capabilities():
         return None
+    if isinstance(think, str) and not model.think_levels():
+        return True  # an effort the template cannot act on: thinking, as "enabled" asks
     return think
 
 

@@ -291,7 +291,7 @@ async def generate(request: Request, body: s.GenerateRequest) -> Response:
         model=model, prompt=body.prompt, system=body.system, suffix=body.suffix, template=body.template,
         raw=body.raw, images=body.images or [], options=opts, keep_alive=keep_alive, format=body.format,
         think=body.think, context=body.context, want_context=not body.raw, logprobs=body.logprobs,
-        top_logprobs=body.top_logprobs,
+        top_logprobs=body.top_logprobs, truncate=body.truncate is not False, shift=body.shift is not False,
     )
     head = f'{{"model":{json.dumps(name)},"created_at":"'
 
@@ -353,7 +353,8 @@ async def chat(request: Request, body: s.ChatRequest) -> Response:
         messages=[m.model_dump(exclude_none=True) for m in body.messages],
         options=opts, keep_alive=keep_alive, format=body.format, think=body.think,
         tools=[t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None,
-        logprobs=body.logprobs, top_logprobs=body.top_logprobs,
+        logprobs=body.logprobs, top_logprobs=body.top_logprobs, truncate=body.truncate is not False,
+        shift=body.shift is not False,
     )
     head = f'{{"model":{json.dumps(name)},"created_at":"'
 

@@ -62,6 +62,9 @@ def settle(req: InferenceRequest, merged: dict[str, Any], num_ctx: int) -> Setti
         sampling["grammar"] = schema_to_grammar(schema)
     template = req.model.go_template() if req.template is None else template_override(req.template)
     think = req.think
+    if isinstance(think, str) and not req.raw and not _levels(req, template):
+        # Ollama's rule: a level only where the model can act on it, never quietly turned into plain "on"
+        raise RequestError(f'think value "{think}" is not supported for this model')
     forced_names = None
     if req.forces_call:
         # One call by construction: the schema replaces any response format, and thinking is skipped, since the
@@ -163,6 +166,12 @@ def engine_message(m: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _levels(req: InferenceRequest, template: Template | None) -> bool:
+    if template is not None:
+        return bool(template.references("ThinkLevel"))
+    return req.model.think_levels()
+
+
 def _forced_names(req: InferenceRequest) -> list[str]:
     names = [n for n in (tool_name(t) for t in req.tools or ()) if n is not None]
     if req.tool_choice_names is not None:
@@ -193,6 +202,8 @@ def _chat_body(req: InferenceRequest, settings: Settings) -> dict[str, Any]:
     flag = think_flag(settings.think)
     if flag is not None:
         body["chat_template_kwargs"] = {"enable_thinking": flag}
+        if isinstance(settings.think, str):  # a level, for a template that reads reasoning_effort
+            body["chat_template_kwargs"]["reasoning_effort"] = settings.think
     return body
 
 
@@ -224,7 +235,7 @@ async def _render(client: RunnerClient, req: InferenceRequest, tmpl: Template | 
     messages = with_model_messages(req)
     text = prompts.render_chat(tmpl, messages, tools=req.tools, think=flag, think_level=level)
     # Bytes bound tokens from above for byte-level tokenizers: most prompts skip tokenizing altogether.
-    if len(text.encode()) + 2 <= num_ctx:
+    if len(text.encode()) + 2 <= num_ctx or not req.truncate:  # truncate: false keeps every message
         return text
     return await _fit_history(client, tmpl, messages, req, think, num_ctx, text)
 

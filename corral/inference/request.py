@@ -37,6 +37,8 @@ class InferenceRequest:
     tool_choice_names: list[str] | None = None
     parallel_tool_calls: bool = True  # False: calls after the first are dropped
     tool_call_deltas: bool = False  # stream calls' arguments as they are generated (Piece.tool_call_delta)
+    truncate: bool = True  # drop old messages, then the prompt's middle, to fit num_ctx; False: too long is a 400
+    shift: bool = True  # let the engine drop old context as the answer grows; False: stop at a full context
     logprobs: bool = False  # return each generated token's log probability (Piece.logprobs)
     top_logprobs: int = 0  # and this many most likely alternatives at each position (0-20)
 

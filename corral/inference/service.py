@@ -17,7 +17,7 @@ from typing import Any
 
 from corral import metrics
 from corral.errors import InferenceError, RequestError, RunnerReplyError, RunnerUnreachable
-from corral.inference import counting, embedding, launch, memory, options, prompting, rerank, streams
+from corral.inference import counting, embedding, fitting, launch, memory, options, prompting, rerank, streams
 from corral.inference.request import Embeddings, Final, InferenceRequest, Piece, RunningModel
 from corral.inference.runner.base import Runner
 from corral.inference.runner.client import RunnerClient
@@ -86,6 +86,9 @@ class InferenceService:
         settings = prompting.settle(req, merged, planned.spec.num_ctx)  # a bad format fails before any load
         async with self._lease(planned, model, req.keep_alive) as lease:
             call = await prompting.build(lease.client, req, settings, planned.spec.num_ctx)
+            if req.truncate or not req.shift:
+                call = await fitting.fit(lease.client, call, req, planned.spec.num_ctx, int(merged.get("num_keep", 4)),
+                                         settings.think)
             first = True
             async for item in streams.pieces(lease.client, call, req):
                 if isinstance(item, Final):

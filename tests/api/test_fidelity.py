@@ -4,6 +4,8 @@ that hit the differences: the ``ollama`` library's own examples, LangChain, the 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -367,3 +369,138 @@ def test_a_recreated_model_runs_its_new_definition_and_ps_says_so(server: Server
     assert (second.prompt_eval_count or 0) > (first.prompt_eval_count or 0) + 5
     ps = {m.model: m.digest for m in client.ps().models}
     assert ps.get(name) == second_digest
+
+
+# -- the fields no test exercised before: think levels, hidethinking, suffix, truncate/shift, context, raw ---------
+
+THINKING = """{{- range .Messages }}<|im_start|>{{ .Role }}
+{{ .Content }}{{ if .Thinking }}<think>{{ .Thinking }}</think>{{ end }}<|im_end|>
+{{ end }}<|im_start|>assistant
+{{ if $.Think }}<think>
+{{ end }}"""
+# The same, reading the level (as gpt-oss's template does): "high" adds an instruction to the prompt.
+LEVELS = THINKING.replace("<|im_start|>assistant\n", '{{ if eq $.ThinkLevel "high" }}<|im_start|>system\n'
+                          "Think step by step, then check every step twice.<|im_end|>\n"
+                          "{{ end }}<|im_start|>assistant\n")
+FIM = ("{{- if .Suffix }}<|fim_prefix|>{{ .Prompt }}<|fim_suffix|>{{ .Suffix }}<|fim_middle|>"
+       "{{ else }}{{ .Prompt }}{{ end }}")
+
+
+def _derived(server: ServerProcess, name: str, template: str) -> str:
+    store = Store(server.models)
+    record = store.read_manifest(store.resolve(MODEL))
+    layers = [la for la in record.manifest.layers if la.media_type not in (mf.MEDIA_TEMPLATE, mf.MEDIA_SYSTEM)]
+    digest, size = store.write_bytes(template.encode())
+    layers.append(mf.Layer(mediaType=mf.MEDIA_TEMPLATE, digest=digest, size=size))
+    store.write_manifest(parse_name(name), mf.Manifest(config=record.manifest.config, layers=layers))
+    return name
+
+
+def test_think_levels_are_honoured_where_the_template_reads_them_and_refused_elsewhere(server: ServerProcess
+                                                                                       ) -> None:
+    """Ollama's rule: a level (low/medium/high) is a 400 for a model that cannot act on it, where Corral used to
+    turn it quietly into plain thinking; a template that reads .ThinkLevel gets it."""
+    client = ollama.Client(host=server.url)
+    plain = _derived(server, "think-plain", THINKING)
+    levels = _derived(server, "think-levels", LEVELS)
+    msgs = [{"role": "user", "content": "What is 3 + 4?"}]
+    opts = {"temperature": 0, "num_predict": 4}
+    for call in (lambda: client.chat(model=plain, messages=msgs, think="low", options=opts),
+                 lambda: client.generate(model=plain, prompt="3 + 4?", think="high", options=opts)):
+        with pytest.raises(ollama.ResponseError) as info:
+            call()
+        assert info.value.status_code == 400 and "is not supported for this model" in info.value.error
+    oai = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0, timeout=120)
+    with pytest.raises(openai.BadRequestError, match='think value "low" is not supported for this model'):
+        oai.chat.completions.create(model=plain, messages=msgs, reasoning_effort="low", max_tokens=4)
+    assert client.chat(model=plain, messages=msgs, think=True, options=opts).message.thinking
+    low = client.chat(model=levels, messages=msgs, think="low", options=opts)
+    high = client.chat(model=levels, messages=msgs, think="high", options=opts)
+    assert low.message.thinking and high.message.thinking
+    assert (high.prompt_eval_count or 0) > (low.prompt_eval_count or 0) + 10
+    # Anthropic's effort on a template without levels is thinking (Ollama relaxes thinking for that API).
+    claude = anthropic.Anthropic(base_url=server.url, api_key="x", max_retries=0, timeout=120)
+    m = claude.messages.create(model=plain, max_tokens=8, messages=msgs,
+                               extra_body={"output_config": {"effort": "low"}})
+    assert any(block.type == "thinking" for block in m.content)
+
+
+def test_hidethinking_hides_what_the_model_thinks(server: ServerProcess) -> None:
+    model = _derived(server, "think-plain", THINKING)
+    env = {**server.env, "NO_COLOR": "1"}
+
+    def run(*flags: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "corral", "run", model, *flags, "What is 3 + 4?"], env=env,
+                              text=True, capture_output=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    shown, hidden = run("--think"), run("--think", "--hidethinking")
+    assert "Thinking..." in shown  # the model thinks (its prompt opens <think>), and the CLI shows it
+    assert "Thinking..." not in hidden
+
+
+def test_suffix_renders_the_fill_in_middle_template(server: ServerProcess) -> None:
+    model = _derived(server, "fim-smol", FIM)
+    client = ollama.Client(host=server.url)
+    assert "insert" in (client.show(model).capabilities or [])
+    r = client.generate(model=model, prompt="def add(a, b):\n    ", suffix="\n    return c\n",
+                        options={"temperature": 0, "num_predict": 8})
+    expected = "<|fim_prefix|>def add(a, b):\n    <|fim_suffix|>\n    return c\n<|fim_middle|>"
+    with server.client() as c:
+        tokens = c.post("/api/tokenize", json={"model": model, "content": expected}).json()["tokens"]
+    assert r.prompt_eval_count == len(tokens)  # exactly the rendered fill-in-middle prompt (no BOS in SmolLM2)
+    assert r.context is not None and r.context[:len(tokens)] == tokens
+
+
+def test_context_round_trip_replays_the_earlier_turn(server: ServerProcess) -> None:
+    client = ollama.Client(host=server.url)
+    first = client.generate(model=MODEL, prompt="My name is Ada. Remember it.", options={"temperature": 0,
+                                                                                        "num_predict": 12})
+    assert first.context
+    second = client.generate(model=MODEL, prompt="What is my name?", context=first.context,
+                             options={"temperature": 0, "num_predict": 12})
+    assert second.context and second.context[:len(first.context)] == first.context
+    # The earlier turn is the new prompt's beginning, so the prefix cache serves (most of) it.
+    raw = httpx.post(server.url + "/api/generate", timeout=120, json={
+        "model": MODEL, "prompt": "What is my name?", "context": first.context, "stream": False,
+        "options": {"temperature": 0, "num_predict": 12}}).json()
+    assert raw["prompt_eval_count"] == second.prompt_eval_count > len(first.context)
+    assert raw["prompt_eval_cached_count"] >= len(first.context) - 1
+
+
+def test_raw_sends_the_prompt_as_it_is(server: ServerProcess) -> None:
+    client = ollama.Client(host=server.url)
+    text = "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    raw = client.generate(model=MODEL, prompt=text, raw=True, options={"temperature": 0, "num_predict": 6})
+    templated = client.generate(model=MODEL, prompt="Hi", options={"temperature": 0, "num_predict": 6})
+    assert raw.response == templated.response and raw.prompt_eval_count == templated.prompt_eval_count
+    assert raw.context is None
+
+
+def test_truncate_and_shift(server: ServerProcess) -> None:
+    """truncate (default): a prompt over num_ctx is cut to fit, keeping its start and end; false: Ollama's 400.
+    shift false: generation stops with "length" when the context is full; by default the engine shifts on."""
+    long = "word " * 700
+    opts = {"num_ctx": 512, "num_predict": 4, "temperature": 0}
+    with server.client() as c:
+        cut = c.post("/api/generate", json={"model": MODEL, "prompt": long, "stream": False, "options": opts})
+        assert cut.status_code == 200 and cut.json()["prompt_eval_count"] == 511
+        chat = c.post("/api/chat", json={"model": MODEL, "stream": False, "options": opts,
+                                         "messages": [{"role": "user", "content": long}]})
+        assert chat.status_code == 200 and chat.json()["prompt_eval_count"] == 511
+        for path, body in (("/api/generate", {"prompt": long}),
+                           ("/api/chat", {"messages": [{"role": "user", "content": "hi"},
+                                                       {"role": "assistant", "content": "hello"},
+                                                       {"role": "user", "content": long}]})):
+            refused = c.post(path, json={"model": MODEL, "stream": False, "options": opts, "truncate": False,
+                                         **body})
+            assert refused.status_code == 400
+            assert "exceeds the available context size (512 tokens)" in refused.json()["error"]
+        counting = {"model": MODEL, "raw": True, "stream": False, "prompt": ", ".join(map(str, range(1, 41))) + ",",
+                    "options": {"num_ctx": 256, "num_predict": 300, "temperature": 0}}
+        stopped = c.post("/api/generate", json={**counting, "shift": False}).json()
+        assert stopped["done_reason"] == "length"
+        assert stopped["prompt_eval_count"] + stopped["eval_count"] == 256
+        shifted = c.post("/api/generate", json=counting).json()
+        assert shifted["eval_count"] == 300
