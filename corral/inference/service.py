@@ -17,7 +17,18 @@ from typing import Any
 
 from corral import metrics
 from corral.errors import InferenceError, RequestError, RunnerReplyError, RunnerUnreachable
-from corral.inference import counting, embedding, fitting, launch, memory, options, prompting, rerank, streams
+from corral.inference import (
+    counting,
+    embedding,
+    fitting,
+    launch,
+    memory,
+    options,
+    prompting,
+    rerank,
+    streams,
+    thinkfirst,
+)
 from corral.inference.request import Embeddings, Final, InferenceRequest, Piece, RunningModel
 from corral.inference.runner.base import Runner
 from corral.inference.runner.client import RunnerClient
@@ -90,7 +101,9 @@ class InferenceService:
                 call = await fitting.fit(lease.client, call, req, planned.spec.num_ctx, int(merged.get("num_keep", 4)),
                                          settings.think)
             first = True
-            async for item in streams.pieces(lease.client, call, req):
+            think_first = thinkfirst.applies(call, settings.schema is not None)
+            source = (thinkfirst.pieces if think_first else streams.pieces)(lease.client, call, req)
+            async for item in source:
                 if isinstance(item, Final):
                     item.load_duration = int(lease.load_seconds * 1e9)
                     item.total_duration = int((time.perf_counter() - started) * 1e9)
