@@ -15,7 +15,8 @@ from corral.api import anthropic, create, native, openai, responses, transfer, u
 from corral.api import rerank as rerank_api
 from corral.authoring import bundled
 from corral.http import auth, errors, fastlane, hotpath, reqlog, security
-from corral.http.middleware import AssumeJSONBody
+from corral.http.middleware import AssumeJSONBody, CatchAll
+from corral.inference.runner.process import remove_stale_socket_dirs
 from corral.inference.scheduler import Scheduler
 from corral.inference.service import InferenceService
 from corral.store.store import Store
@@ -38,6 +39,7 @@ def create_app(models_dir: Path | None = None, bind: config.HostPort | None = No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        remove_stale_socket_dirs()  # what a killed server's runners left in /tmp
         scheduler = Scheduler()
         app.state.scheduler = scheduler
         app.state.service = InferenceService(scheduler)
@@ -63,7 +65,8 @@ def create_app(models_dir: Path | None = None, bind: config.HostPort | None = No
                            else fastlane.FastLane(store, check_host=bind.is_loopback))
     # Starlette runs the last-added middleware first: request log, Host check, Origin check, CORS, API key, then
     # body rules.
-    app.add_middleware(hotpath.HotPath, store=store)  # innermost of all: polled read-only routes skip FastAPI
+    app.add_middleware(CatchAll)  # innermost of all: no exception reaches the server (it would drop the connection)
+    app.add_middleware(hotpath.HotPath, store=store)  # polled read-only routes skip FastAPI
     if registry.enabled:  # innermost: it sees the route matched and the status the error handlers chose
         app.add_middleware(metrics.MetricsMiddleware, registry=registry)
     app.add_middleware(AssumeJSONBody)

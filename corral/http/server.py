@@ -44,10 +44,10 @@ def serve(bind: HostPort | None = None) -> None:
             "listening beyond loopback without CORRAL_API_KEY: every host that can reach %s:%d can use this server",
             bind.host, bind.port)
     app = create_app(bind=bind)
-    lane = app.state.fast_lane
     Server(uvicorn.Config(
         app,
-        http=fastlane.protocol_class(lane),
+        # The fast lane rides on uvicorn's internals: checked here, uvicorn's own protocol if they moved.
+        http=fastlane.server_protocol(app.state.fast_lane),
         host=bind.host,
         port=bind.port,
         log_level="warning",

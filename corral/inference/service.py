@@ -15,14 +15,14 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from corral import metrics
+from corral import config, metrics
 from corral.errors import InferenceError, RequestError, RunnerReplyError, RunnerUnreachable
 from corral.inference import (
     counting,
     embedding,
     fitting,
+    images,
     launch,
-    memory,
     options,
     prompting,
     rerank,
@@ -74,15 +74,13 @@ class InferenceService:
         out = []
         for entry, slots_busy in zip(entries, busy, strict=True):
             model = entry.model
-            if entry.refs > 0 and 0 <= entry.keep_alive < FOREVER:
+            if entry.refs > 0 and 0 <= entry.keep_alive < config.KEEP_ALIVE_MAX:
                 expires: float | None = time.time() + entry.keep_alive  # the clock starts when the requests end
-            elif entry.keep_alive < 0 or entry.expires_at == FOREVER:
+            elif not 0 <= entry.keep_alive < config.KEEP_ALIVE_MAX or entry.expires_at == FOREVER:
                 expires = None
             else:
                 expires = entry.expires_at
-            size = memory.model_bytes(model.info, model.record.manifest.size, entry.spec.num_ctx, entry.spec.parallel,
-                                      entry.spec.cache_type)
-            out.append(RunningModel(model=model, size=size, expires_at=expires, context_length=entry.spec.num_ctx,
+            out.append(RunningModel(model=model, size=entry.size, expires_at=expires, context_length=entry.spec.num_ctx,
                                     parallel=entry.spec.parallel, slots_busy=slots_busy))
         return out
 
@@ -179,7 +177,7 @@ def _engine_errors(runner: Runner) -> Iterator[None]:
         if not runner.alive():
             raise InferenceError(_death_message(runner, exc)) from exc
         if exc.engine_status == 400:
-            raise RequestError(str(exc)) from exc
+            raise RequestError(images.engine_message(str(exc))) from exc
         raise InferenceError(str(exc)) from exc
 
 

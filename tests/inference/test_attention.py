@@ -91,7 +91,9 @@ def test_ps_and_the_engine_follow_the_cache_type(tmp_path: Path) -> None:
             [ps] = httpx.get(srv.url + "/api/ps").json()["models"]
             results[label] = (ps["size"], r.json()["response"], srv.log_text())
     info = read_gguf_info(bundled_file(*SMOL_FILE))
-    saved = memory.kv_cache_bytes(info, 4096) - memory.kv_cache_bytes(info, 4096, "q8_0")
+    # the KV cache and the engine's prompt cache (sized by it) both shrink
+    saved = memory.model_bytes(info, 0, 4096, 1) - memory.model_bytes(info, 0, 4096, 1, "q8_0")
+    assert saved > memory.kv_cache_bytes(info, 4096) - memory.kv_cache_bytes(info, 4096, "q8_0")
     assert results["f16"][0] - results["q8_0"][0] == saved
     assert results["fallback"][0] == results["f16"][0] and results["fallback"][1] == results["f16"][1]
     assert "quantized kv cache requested (q4_0) but flash attention is not enabled" in results["fallback"][2]

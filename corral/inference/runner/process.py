@@ -19,11 +19,13 @@ import contextlib
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import socket
 import sys
 import tempfile
+import time
 
 from corral import config
 from corral.errors import RunnerError
@@ -32,6 +34,53 @@ from corral.inference.runner.client import RunnerClient
 from corral.inference.runner.spec import LaunchSpec
 
 log = logging.getLogger("corral.runner")
+
+
+SOCKET_DIR_PREFIX = "corral-runner-"
+OWNER_FILE = "server.pid"
+
+
+def remove_stale_socket_dirs(root: str | None = None, grace: float = 600.0) -> int:
+    """Remove the runner socket directories a killed server left (``kill -9`` gives it no time to clean up): those
+    whose owning server is gone, and unowned ones older than ``grace`` seconds. Returns how many went."""
+    root = root or tempfile.gettempdir()
+    removed = 0
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return 0
+    for entry in entries:
+        if not entry.name.startswith(SOCKET_DIR_PREFIX) or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_uid != os.getuid():
+                continue
+            with open(os.path.join(entry.path, OWNER_FILE), encoding="ascii") as owner:
+                pid = int(owner.read().strip() or "0")
+        except FileNotFoundError:
+            pid = 0
+        except (OSError, ValueError):
+            continue
+        if pid > 0 and _alive(pid):
+            continue
+        if pid <= 0 and time.time() - entry.stat(follow_symlinks=False).st_mtime < grace:
+            continue  # no owner file yet: a runner being started right now
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed += 1
+    if removed:
+        log.info("removed %d runner socket director%s left by a stopped server", removed,
+                 "y" if removed == 1 else "ies")
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def new_runner(spec: LaunchSpec) -> Runner:
@@ -69,7 +118,7 @@ class _EngineProcess(abc.ABC):
         code = self._proc.returncode if self._proc else None
         status = f"exit status {code}" if code is not None and code >= 0 else f"signal {-(code or 0)}"
         detail = next((line for line in reversed(self._log_tail) if " E " in line or "error" in line.lower()), "")
-        return f"llama-server process no longer running: {status} {detail}".strip()
+        return f"llama-server process no longer running: {status} {without_paths(detail)}".strip()
 
     async def start(self, timeout: float) -> None:
         try:
@@ -83,6 +132,9 @@ class _EngineProcess(abc.ABC):
         except OSError as exc:
             await self.stop()
             raise RunnerError(f"failed to start llama runner: {exc}") from exc
+        except BaseException:  # cancelled: the client that asked for the load left; no runner may be left behind
+            await asyncio.shield(self.stop())
+            raise
         log.info("runner pid=%s serving %s on %s", self.pid, os.path.basename(self.spec.model), url)
 
     @abc.abstractmethod
@@ -98,7 +150,7 @@ class _EngineProcess(abc.ABC):
     def _load_failure(self) -> str:
         errors = [line for line in self._log_tail if " E " in line or "error" in line.lower() or "failed" in line]
         detail = errors[-1].strip() if errors else "llama runner process has terminated"
-        return f"failed to load model: {detail}"
+        return f"failed to load model: {without_paths(detail)}"
 
     async def _drain_stderr(self) -> None:
         assert self._proc is not None and self._proc.stderr is not None
@@ -143,7 +195,9 @@ class WheelRunner(_EngineProcess):
         proc = await self._spawn(sys.executable, "-m", "corral.inference.runner.wheel",
                                  stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         assert proc.stdin is not None and proc.stdout is not None
-        self._socket_dir = tempfile.mkdtemp(prefix="corral-runner-")  # mode 0700: only this user can connect
+        self._socket_dir = tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX)  # mode 0700: only this user can connect
+        with open(os.path.join(self._socket_dir, OWNER_FILE), "w", encoding="ascii") as owner:
+            owner.write(str(os.getpid()))  # whose it is, so a later start can tell a killed server's leftovers
         launch = {**self.spec.to_json(), "api_key": self._api_key,
                   "socket": os.path.join(self._socket_dir, "engine.sock")}
         proc.stdin.write((json.dumps(launch) + "\n").encode())
@@ -162,7 +216,7 @@ class WheelRunner(_EngineProcess):
                 self._client = RunnerClient(event["url"], self._api_key)
                 return str(event["url"])
             if event.get("event") == "error":
-                raise RunnerError(f"failed to load model: {event.get('error')}")
+                raise RunnerError(f"failed to load model: {without_paths(str(event.get('error')))}")
 
 
 class ServerBinaryRunner(_EngineProcess):
@@ -183,6 +237,15 @@ class ServerBinaryRunner(_EngineProcess):
                 raise RunnerError(self._load_failure())
             await asyncio.sleep(0.1)
         return url
+
+
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][\w.+~-]+)+[/\\]([\w.+~-]+)")
+
+
+def without_paths(text: str) -> str:
+    """An engine message fit for a client: file paths (the wheel's build tree in a GGML_ASSERT, the store's blob
+    paths) cut to their last part."""
+    return _PATH.sub(r"\1", text)
 
 
 def server_flags(spec: LaunchSpec, binary: str, port: int, api_key: str) -> list[str]:
@@ -206,8 +269,14 @@ def server_flags(spec: LaunchSpec, binary: str, port: int, api_key: str) -> list
         args += ["--pooling", spec.pooling]
     for adapter in spec.adapters:
         args += ["--lora", adapter]
+    if spec.projector:
+        args += ["--mmproj", spec.projector]
+        if spec.num_gpu == 0:
+            args.append("--no-mmproj-offload")
     if spec.slot_save_path:
         args += ["--slot-save-path", spec.slot_save_path]
+    if spec.cache_ram_mib is not None:
+        args += ["--cache-ram", str(spec.cache_ram_mib)]
     if spec.speculative:
         args += ["--spec-type", ",".join(spec.speculative)]
     if spec.draft:

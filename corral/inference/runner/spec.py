@@ -20,6 +20,7 @@ class LaunchSpec:
     reranking: bool = False  # a cross-encoder scoring (query, document) pairs: pooling RANK, the /rerank endpoint
     pooling: str | None = None  # "last" to embed with a decoder LLM; None: the GGUF's own pooling
     adapters: list[str] = field(default_factory=list)
+    projector: str | None = None  # a vision projector GGUF (llama-server's --mmproj)
     slot_save_path: str | None = None
     # Speculative decoding (corral.inference.speculative): the engine's method names (--spec-type), a draft model
     # and how many tokens it drafts per step.
@@ -29,6 +30,7 @@ class LaunchSpec:
     # OLLAMA_FLASH_ATTENTION / OLLAMA_KV_CACHE_TYPE (corral.inference.attention)
     flash_attention: str = "auto"  # "on", "off", "auto"
     cache_type: str = "f16"  # K and V cache element type: f16, q8_0, q4_0
+    cache_ram_mib: int | None = None  # the engine's prompt cache (MiB; 0 off); None leaves the engine's default
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
