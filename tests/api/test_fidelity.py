@@ -118,12 +118,16 @@ def _print_logprobs(logprobs: Iterable[Any], label: str) -> None:
 
 
 def test_the_ollama_librarys_logprobs_examples(server: ServerProcess, capsys: pytest.CaptureFixture[str]) -> None:
+    """The examples' calls, with the bundled model and a token limit and seed added (sampled freely, a 135M model
+    can ramble on for thousands of tokens)."""
     client = ollama.Client(host=server.url)
-    response = client.generate(model=MODEL, prompt="hi! be concise.", logprobs=True, top_logprobs=3)
+    bounded = {"num_predict": 48, "seed": 1}
+    response = client.generate(model=MODEL, prompt="hi! be concise.", logprobs=True, top_logprobs=3,
+                               options=bounded)
     print("Generate response:", response["response"])
     _print_logprobs(response.get("logprobs", []), "generate logprobs")
     chat = client.chat(model=MODEL, messages=[{"role": "user", "content": "hi! be concise."}], logprobs=True,
-                       top_logprobs=3)
+                       top_logprobs=3, options=bounded)
     print("Chat response:", chat["message"]["content"])
     _print_logprobs(chat.get("logprobs", []), "chat logprobs")
     out = capsys.readouterr().out
@@ -387,11 +391,15 @@ FIM = ("{{- if .Suffix }}<|fim_prefix|>{{ .Prompt }}<|fim_suffix|>{{ .Suffix }}<
 
 
 def _derived(server: ServerProcess, name: str, template: str) -> str:
+    """The bundled weights under another template, answers capped at 48 tokens (so the CLI's runs stay short)."""
     store = Store(server.models)
     record = store.read_manifest(store.resolve(MODEL))
-    layers = [la for la in record.manifest.layers if la.media_type not in (mf.MEDIA_TEMPLATE, mf.MEDIA_SYSTEM)]
-    digest, size = store.write_bytes(template.encode())
-    layers.append(mf.Layer(mediaType=mf.MEDIA_TEMPLATE, digest=digest, size=size))
+    layers = [la for la in record.manifest.layers
+              if la.media_type not in (mf.MEDIA_TEMPLATE, mf.MEDIA_SYSTEM, mf.MEDIA_PARAMS)]
+    for media_type, data in ((mf.MEDIA_TEMPLATE, template.encode()),
+                             (mf.MEDIA_PARAMS, json.dumps({"num_predict": 48, "stop": ["<|im_end|>"]}).encode())):
+        digest, size = store.write_bytes(data)
+        layers.append(mf.Layer(mediaType=media_type, digest=digest, size=size))
     store.write_manifest(parse_name(name), mf.Manifest(config=record.manifest.config, layers=layers))
     return name
 
