@@ -156,6 +156,24 @@ def fresh_server(tmp_path: Path) -> Iterator[ServerProcess]:
 
 
 MODEL = "smollm2:135m"
+NO_TOOLS = "smol-chatml:latest"
+
+
+def no_tools_model(server: ServerProcess) -> str:
+    """The bundled weights under a ChatML template with no tools block (what Corral bundled before it carried
+    Ollama's smollm2 template): a chat model without the ``tools`` capability, for the 400 it gets."""
+    from corral.authoring.bundled import builtin_template
+    from corral.store import manifest as mf
+    from corral.store.names import parse_name
+    from corral.store.store import Store
+
+    store = Store(server.models)
+    record = store.read_manifest(store.resolve(MODEL))
+    layers = [la for la in record.manifest.layers if la.media_type not in (mf.MEDIA_TEMPLATE, mf.MEDIA_SYSTEM)]
+    digest, size = store.write_bytes(builtin_template("chatml")[0].encode())
+    layers.append(mf.Layer(mediaType=mf.MEDIA_TEMPLATE, digest=digest, size=size))
+    store.write_manifest(parse_name(NO_TOOLS), mf.Manifest(config=record.manifest.config, layers=layers))
+    return NO_TOOLS
 
 
 def long_request(num_predict: int) -> dict[str, object]:

@@ -26,5 +26,6 @@ class ScriptedService:
 
 
 FAKE_MODEL = SimpleNamespace(display_name="fake:latest",
-                             capabilities=lambda: ["completion", "tools", "thinking", "vision"])
+                             capabilities=lambda: ["completion", "tools", "thinking", "vision"],
+                             think_levels=lambda: True)
 CALL = {"id": "call_abc", "function": {"index": 0, "name": "weather", "arguments": {"city": "Paris"}}}

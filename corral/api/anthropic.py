@@ -4,8 +4,8 @@ The Messages body becomes one chat ``InferenceRequest``; the engine's pieces bec
 event sequence when streaming (``message_start``, ``ping``, ``content_block_start/delta/stop``, ``message_delta``,
 ``message_stop``). Mapping rules follow Ollama's ``anthropic/anthropic.go`` and ``middleware/anthropic.go`` (COMPAT
 §4). Errors use Anthropic's envelope, ``{"type": "error", "error": {"type", "message"}, "request_id"}``. The API key
-and ``anthropic-version`` header are accepted and not checked. Ollama has no ``/v1/messages/count_tokens``, nor does
-Corral.
+and ``anthropic-version`` header are accepted and not checked. ``POST /v1/messages/count_tokens`` counts a Messages
+body's prompt with the model's own template and tokenizer (the Anthropic SDK's ``messages.count_tokens``).
 """
 
 from __future__ import annotations
@@ -178,6 +178,8 @@ def _think(body: a.MessagesRequest, model: Model) -> bool | str | None:
         think = _EFFORTS.get(body.output_config.effort)
     if think not in (None, False) and "thinking" not in model.capabilities():
         return None
+    if isinstance(think, str) and not model.think_levels():
+        return True  # an effort the template cannot act on: thinking, as "enabled" asks
     return think
 
 
@@ -251,6 +253,25 @@ async def messages(request: Request, body: a.MessagesRequest) -> Response:
 
     return await sse_response(_events(service, inference, ident, body.model, _estimate_tokens(msgs)),
                               anthropic_error, _stream_error)
+
+
+@router.post("/v1/messages/count_tokens", response_model=a.CountTokensResponse,
+             summary="Count a message's input tokens (Anthropic)", responses=_ERRORS)
+async def count_tokens(request: Request, body: a.CountTokensRequest) -> Response:
+    """The prompt /v1/messages would build from this body (system, messages, tools, thinking), rendered with the
+    model's template and tokenized by its engine; the model is loaded if it is not."""
+    if not body.model:
+        raise APIError(400, "model is required")
+    if not body.messages:
+        raise APIError(400, "messages is required")
+    full = a.MessagesRequest.model_validate({**body.model_dump(exclude_none=True), "max_tokens": 1})
+    msgs = _messages(full)
+    tools, choice = _tools(full)
+    model = resolve_model(store_of(request), body.model)
+    think = _think(full, model)
+    check_capabilities(model, tools=bool(tools), think=think, images=any("images" in m for m in msgs))
+    inference = InferenceRequest(model=model, messages=msgs, think=think, tools=tools, **choice)
+    return JSONResponse({"input_tokens": await service_of(request).count_tokens(inference)})
 
 
 def _event(name: str, data: dict[str, Any]) -> str:

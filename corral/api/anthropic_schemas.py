@@ -104,6 +104,21 @@ class MessagesRequest(_Request):
     output_config: OutputConfig | None = None
 
 
+class CountTokensRequest(_Request):
+    """``/v1/messages/count_tokens``: a Messages body without ``max_tokens``."""
+
+    model: str = ""
+    messages: list[MessageParam] = Field(default_factory=list)
+    system: str | list[ContentBlock] | None = None
+    tools: list[Tool] | None = None
+    tool_choice: ToolChoice | None = None
+    thinking: ThinkingConfig | None = None
+
+
+class CountTokensResponse(BaseModel):
+    input_tokens: int
+
+
 class Usage(BaseModel):
     input_tokens: int
     output_tokens: int

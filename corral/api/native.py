@@ -13,7 +13,16 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from corral import __version__
 from corral.api import schemas as s
-from corral.api.shared import CorralRoute, fold, normalize, resolve_model, service_of, store_of
+from corral.api.shared import (
+    CorralRoute,
+    check_top_logprobs,
+    dumps,
+    fold,
+    normalize,
+    resolve_model,
+    service_of,
+    store_of,
+)
 from corral.api.streaming import collect_json, ndjson_stream, now_rfc3339
 from corral.errors import APIError, InvalidModelName, ModelError, ModelNotFound
 from corral.inference import options
@@ -274,6 +283,10 @@ def _check_images(model: Model, images: list[str] | None) -> None:
         raise APIError(400, f'"{model.display_name}" does not support images')
 
 
+def _logprobs(piece: Piece) -> str:
+    return f',"logprobs":{dumps(piece.logprobs)}' if piece.logprobs else ""
+
+
 def _metrics(final: Final) -> dict[str, Any]:
     out: dict[str, Any] = {"done_reason": final.done_reason}
     for key in ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count",
@@ -281,15 +294,19 @@ def _metrics(final: Final) -> dict[str, Any]:
         value = getattr(final, key)
         if value:
             out[key] = value
+        if key == "prompt_eval_count" and value:
+            # The part of the prompt the prefix cache served (Ollama's field since 0.3x; included even when 0).
+            out["prompt_eval_cached_count"] = final.prompt_cached_count
     return out
 
 
 @router.post("/api/generate", response_model=s.GenerateResponse, response_model_exclude_none=True)
 async def generate(request: Request, body: s.GenerateRequest) -> Response:
+    check_top_logprobs(body.top_logprobs)
     store, service = store_of(request), service_of(request)
     model = resolve_model(store, body.model)
     keep_alive = _keep_alive(body.keep_alive)
-    name = model.display_name
+    name = body.model  # echoed as the client spelled it, as Ollama does
     if body.context:
         _check_tokens(model, body.context)
     if body.raw and (body.template or body.system or body.context):
@@ -304,12 +321,13 @@ async def generate(request: Request, body: s.GenerateRequest) -> Response:
     stream = body.stream is not False
 
     if not body.prompt and not body.suffix and not body.images:
-        return await _load_or_unload(service, model, opts, keep_alive, chat=False)
+        return await _load_or_unload(service, model, name, opts, keep_alive, chat=False)
 
     inference = InferenceRequest(
         model=model, prompt=body.prompt, system=body.system, suffix=body.suffix, template=body.template,
         raw=body.raw, images=body.images or [], options=opts, keep_alive=keep_alive, format=body.format,
-        think=body.think, context=body.context, want_context=not body.raw,
+        think=body.think, context=body.context, want_context=not body.raw, logprobs=body.logprobs,
+        top_logprobs=body.top_logprobs, truncate=body.truncate is not False, shift=body.shift is not False,
     )
     head = f'{{"model":{json.dumps(name)},"created_at":"'
 
@@ -317,7 +335,8 @@ async def generate(request: Request, body: s.GenerateRequest) -> Response:
         async for item in service.generate(inference):
             if isinstance(item, Piece):
                 think = f',"thinking":{json.dumps(item.thinking)}' if item.thinking else ""
-                yield f'{head}{now_rfc3339()}","response":{json.dumps(item.content)}{think},"done":false}}\n'
+                yield (f'{head}{now_rfc3339()}","response":{json.dumps(item.content)}{think},"done":false'
+                       f'{_logprobs(item)}}}\n')
             else:
                 final: dict[str, Any] = {"model": name, "created_at": now_rfc3339(), "response": "", "done": True,
                                          **_metrics(item)}
@@ -337,6 +356,8 @@ async def generate(request: Request, body: s.GenerateRequest) -> Response:
         out.update(_metrics(answer.final))
         if answer.final.context is not None:
             out["context"] = answer.final.context
+        if answer.logprobs:
+            out["logprobs"] = answer.logprobs
         yield out
 
     return await collect_json(folded())
@@ -344,10 +365,11 @@ async def generate(request: Request, body: s.GenerateRequest) -> Response:
 
 @router.post("/api/chat", response_model=s.ChatResponse, response_model_exclude_none=True)
 async def chat(request: Request, body: s.ChatRequest) -> Response:
+    check_top_logprobs(body.top_logprobs)
     store, service = store_of(request), service_of(request)
     model = resolve_model(store, body.model)
     keep_alive = _keep_alive(body.keep_alive)
-    name = model.display_name
+    name = body.model  # echoed as the client spelled it, as Ollama does
     caps = model.capabilities()
     if "completion" not in caps:
         raise APIError(400, f'"{name}" does not support chat')
@@ -360,13 +382,15 @@ async def chat(request: Request, body: s.ChatRequest) -> Response:
     stream = body.stream is not False
 
     if not body.messages:
-        return await _load_or_unload(service, model, opts, keep_alive, chat=True)
+        return await _load_or_unload(service, model, name, opts, keep_alive, chat=True)
 
     inference = InferenceRequest(
         model=model,
         messages=[m.model_dump(exclude_none=True) for m in body.messages],
         options=opts, keep_alive=keep_alive, format=body.format, think=body.think,
         tools=[t.model_dump(exclude_none=True) for t in body.tools] if body.tools else None,
+        logprobs=body.logprobs, top_logprobs=body.top_logprobs, truncate=body.truncate is not False,
+        shift=body.shift is not False,
     )
     head = f'{{"model":{json.dumps(name)},"created_at":"'
 
@@ -377,7 +401,7 @@ async def chat(request: Request, body: s.ChatRequest) -> Response:
                 if item.tool_calls:
                     think += f',"tool_calls":{json.dumps(item.tool_calls)}'
                 yield (f'{head}{now_rfc3339()}","message":{{"role":"assistant","content":{json.dumps(item.content)}'
-                       f'{think}}},"done":false}}\n')
+                       f'{think}}},"done":false{_logprobs(item)}}}\n')
             else:
                 final = {"model": name, "created_at": now_rfc3339(), "message": {"role": "assistant", "content": ""},
                          "done": True, **_metrics(item)}
@@ -393,14 +417,17 @@ async def chat(request: Request, body: s.ChatRequest) -> Response:
             message["thinking"] = answer.thinking
         if answer.tool_calls:
             message["tool_calls"] = answer.tool_calls
-        yield {"model": name, "created_at": now_rfc3339(), "message": message, "done": True,
+        out = {"model": name, "created_at": now_rfc3339(), "message": message, "done": True,
                **_metrics(answer.final)}
+        if answer.logprobs:
+            out["logprobs"] = answer.logprobs
+        yield out
 
     return await collect_json(folded())
 
 
-async def _load_or_unload(service: InferenceService, model: Model, opts: dict[str, Any], keep_alive: float | None,
-                          *, chat: bool) -> Response:
+async def _load_or_unload(service: InferenceService, model: Model, name: str, opts: dict[str, Any],
+                          keep_alive: float | None, *, chat: bool) -> Response:
     """An empty prompt loads the model (``done_reason: load``); with ``keep_alive: 0`` it unloads it."""
     if keep_alive is not None and keep_alive == 0:
         await service.unload(model)
@@ -408,7 +435,7 @@ async def _load_or_unload(service: InferenceService, model: Model, opts: dict[st
     else:
         await service.load(model, opts, keep_alive)
         reason = "load"
-    out: dict[str, Any] = {"model": model.display_name, "created_at": now_rfc3339()}
+    out: dict[str, Any] = {"model": name, "created_at": now_rfc3339()}
     if chat:
         out["message"] = {"role": "assistant", "content": ""}
     else:
@@ -430,9 +457,9 @@ async def embed(request: Request, body: s.EmbedRequest) -> JSONResponse:
     opts = options.validate(body.options)
     if not inputs:
         await service.load(model, opts, keep_alive)
-        return JSONResponse({"model": model.display_name, "embeddings": []})
+        return JSONResponse({"model": body.model, "embeddings": []})
     result = await service.embed(model, inputs, opts=opts, keep_alive=keep_alive, truncate=body.truncate is not False)
-    out: dict[str, Any] = {"model": model.display_name,
+    out: dict[str, Any] = {"model": body.model,
                            "embeddings": [normalize(v, body.dimensions) for v in result.vectors]}
     for key in ("total_duration", "load_duration", "prompt_eval_count"):
         if getattr(result, key):

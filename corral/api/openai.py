@@ -25,6 +25,7 @@ from corral.api.shared import (
     SSE,
     call_id,
     check_capabilities,
+    check_top_logprobs,
     choose_tools,
     decode_base64,
     dumps,
@@ -45,7 +46,7 @@ from corral.api.shared import (
     token_limit,
 )
 from corral.errors import APIError, InvalidModelName, ModelNotFound
-from corral.inference import options
+from corral.inference import logprobs, options
 from corral.inference.request import Final, InferenceRequest, Piece
 from corral.inference.service import InferenceService
 from corral.store.names import parse_name
@@ -200,13 +201,18 @@ def _tools(body: o.ChatCompletionRequest) -> tuple[list[dict[str, Any]] | None, 
     return choose_tools(out, mode, names, only_named=only_named, parallel=body.parallel_tool_calls is not False)
 
 
+def _chat_logprobs(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"content": logprobs.openai_content(entries), "refusal": None}
+
+
 def _finish_reason(reason: str, tool_calls: bool) -> str:
     return "tool_calls" if tool_calls and reason == "stop" else reason
 
 
-def _usage(final: Final) -> dict[str, int]:
+def _usage(final: Final) -> dict[str, Any]:
     prompt = prompt_tokens(final)
-    return {"prompt_tokens": prompt, "completion_tokens": final.eval_count, "total_tokens": prompt + final.eval_count}
+    return {"prompt_tokens": prompt, "completion_tokens": final.eval_count, "total_tokens": prompt + final.eval_count,
+            "prompt_tokens_details": {"cached_tokens": final.prompt_cached_count}}
 
 
 def _new_id(prefix: str) -> str:
@@ -218,6 +224,8 @@ def _new_id(prefix: str) -> str:
 async def chat_completions(request: Request, body: o.ChatCompletionRequest) -> Response:
     if not body.messages:
         raise APIError(400, "[] is too short - 'messages'")
+    top = check_top_logprobs(body.top_logprobs)
+    want_logprobs = bool(body.logprobs)
     messages = _chat_messages(body.messages)
     opts = _chat_options(body)
     fmt = _format(body.response_format)
@@ -226,7 +234,8 @@ async def chat_completions(request: Request, body: o.ChatCompletionRequest) -> R
     model = resolve_model(store_of(request), body.model)
     check_capabilities(model, tools=bool(tools), think=think, images=any("images" in m for m in messages))
     inference = InferenceRequest(model=model, messages=messages, options=opts, format=fmt, think=think, tools=tools,
-                          tool_call_deltas=bool(body.stream), **choice)
+                                 tool_call_deltas=bool(body.stream), logprobs=want_logprobs, top_logprobs=top,
+                                 **choice)
     service = service_of(request)
     ident = _new_id("chatcmpl")
 
@@ -242,6 +251,7 @@ async def chat_completions(request: Request, body: o.ChatCompletionRequest) -> R
             "id": ident, "object": "chat.completion", "created": int(time.time()), "model": body.model,
             "system_fingerprint": "fp_ollama",
             "choices": [{"index": 0, "message": message,
+                         "logprobs": _chat_logprobs(answer.logprobs) if want_logprobs else None,
                          "finish_reason": _finish_reason(final.done_reason, bool(calls))}],
             "usage": _usage(final),
         })
@@ -263,17 +273,28 @@ async def _chat_events(service: InferenceService, inference: InferenceRequest, i
     usage_null = ',"usage":null' if include_usage else ""
     head = (f'data: {{"id":"{ident}","object":"chat.completion.chunk","created":{created},'
             f'"model":{dumps(model)},"system_fingerprint":"fp_ollama","choices":[{{"index":0,"delta":{{')
-    open_tail = f'}},"finish_reason":null}}]{usage_null}}}\n\n'
+    closed_tail = f',"finish_reason":null}}]{usage_null}}}\n\n'
     role = '"role":"assistant",'
     calls_sent = 0
     streamed: set[int] = set()  # indexes of calls whose arguments went out in deltas
+    probs: list[dict[str, Any]] = []  # token logprobs not yet sent: they go with the next chunk
+
+    def tail() -> str:
+        """Closes a chunk's delta; the logprobs of the tokens so far go with it (OpenAI's choice.logprobs)."""
+        nonlocal probs
+        if not probs:
+            return "}" + closed_tail
+        out, probs = f'}},"logprobs":{dumps(_chat_logprobs(probs))}{closed_tail}', []
+        return out
+
     async for item in service.generate(inference):
         if isinstance(item, Piece):
+            probs += item.logprobs or ()
             if item.thinking:
-                yield f'{head}{role}"reasoning":{dumps(item.thinking)}{open_tail}'
+                yield f'{head}{role}"reasoning":{dumps(item.thinking)}{tail()}'
                 role = ""
             if item.content:
-                yield f'{head}{role}"content":{dumps(item.content)}{open_tail}'
+                yield f'{head}{role}"content":{dumps(item.content)}{tail()}'
                 role = ""
             delta = item.tool_call_delta
             if delta is not None:
@@ -285,17 +306,18 @@ async def _chat_events(service: InferenceService, inference: InferenceRequest, i
                             "function": {"name": delta["name"], "arguments": ""}}
                 else:
                     call = {"index": index, "function": {"arguments": delta.get("arguments", "")}}
-                yield f'{head}{role}"tool_calls":[{dumps(call)}]{open_tail}'
+                yield f'{head}{role}"tool_calls":[{dumps(call)}]{tail()}'
                 role = ""
             if item.tool_calls:
                 calls = [c for c in openai_tool_calls(item.tool_calls, calls_sent) if c["index"] not in streamed]
                 calls_sent += len(calls)
                 if calls:
-                    yield f'{head}{role}"content":"","tool_calls":{dumps(calls)}{open_tail}'
+                    yield f'{head}{role}"content":"","tool_calls":{dumps(calls)}{tail()}'
                     role = ""
             continue
         reason = dumps(_finish_reason(item.done_reason, calls_sent > 0))
-        yield f'{head}{role.rstrip(",")}}},"finish_reason":{reason}}}]{usage_null}}}\n\n'
+        lp = f',"logprobs":{dumps(_chat_logprobs(probs))}' if probs else ""
+        yield f'{head}{role.rstrip(",")}}}{lp},"finish_reason":{reason}}}]{usage_null}}}\n\n'
         if include_usage:
             yield (f'data: {{"id":"{ident}","object":"chat.completion.chunk","created":{created},'
                    f'"model":{dumps(model)},"system_fingerprint":"fp_ollama","choices":[],'
@@ -336,13 +358,16 @@ def _prompt(prompt: str | list[str]) -> str:
 @router.post("/v1/completions", response_model=o.Completion, responses=_sse_doc(o.Completion),
              summary="Text completion (OpenAI, legacy)")
 async def completions(request: Request, body: o.CompletionRequest) -> Response:
+    top = check_top_logprobs(body.logprobs, "logprobs")
+    want_logprobs = body.logprobs is not None
     prompt = _prompt(body.prompt)
     opts = _completion_options(body)
     model = resolve_model(store_of(request), body.model)
     check_capabilities(model, what="generate")
     if body.suffix and "insert" not in model.capabilities():
         raise APIError(400, f'"{model.display_name}" does not support insert')
-    inference = InferenceRequest(model=model, prompt=prompt, suffix=body.suffix, options=opts)
+    inference = InferenceRequest(model=model, prompt=prompt, suffix=body.suffix, options=opts,
+                                 logprobs=want_logprobs, top_logprobs=top)
     service = service_of(request)
     ident = _new_id("cmpl")
 
@@ -352,27 +377,42 @@ async def completions(request: Request, body: o.CompletionRequest) -> Response:
         return JSONResponse({
             "id": ident, "object": "text_completion", "created": int(time.time()), "model": body.model,
             "system_fingerprint": "fp_ollama",
-            "choices": [{"text": text, "index": 0, "finish_reason": final.done_reason}],
+            "choices": [{"text": text, "index": 0,
+                         "logprobs": logprobs.openai_legacy(answer.logprobs, 0) if want_logprobs else None,
+                         "finish_reason": final.done_reason}],
             "usage": _usage(final),
         })
 
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
-    return await sse_response(_completion_events(service, inference, ident, body.model, include_usage),
-                              openai_error, _stream_error)
+    return await sse_response(_completion_events(service, inference, ident, body.model, include_usage,
+                                                 want_logprobs), openai_error, _stream_error)
 
 
 async def _completion_events(service: InferenceService, inference: InferenceRequest, ident: str, model: str,
-                             include_usage: bool) -> AsyncGenerator[str, None]:
+                             include_usage: bool, want_logprobs: bool) -> AsyncGenerator[str, None]:
     created = int(time.time())
     usage_null = ',"usage":null' if include_usage else ""
     head = f'data: {{"id":"{ident}","object":"text_completion","created":{created},"choices":[{{"text":'
     tail = f',"model":{dumps(model)},"system_fingerprint":"fp_ollama"{usage_null}}}\n\n'
+    probs: list[dict[str, Any]] = []
+    offset = 0  # characters of generated text the earlier chunks' tokens covered
+
+    def lp() -> str:
+        nonlocal probs, offset
+        if not want_logprobs:
+            return ""
+        out = f',"logprobs":{dumps(logprobs.openai_legacy(probs, offset))}'
+        offset += sum(len(e["token"]) for e in probs)
+        probs = []
+        return out
+
     async for item in service.generate(inference):
         if isinstance(item, Piece):
+            probs += item.logprobs or ()
             if item.content:
-                yield f'{head}{dumps(item.content)},"index":0,"finish_reason":null}}]{tail}'
+                yield f'{head}{dumps(item.content)},"index":0{lp()},"finish_reason":null}}]{tail}'
             continue
-        yield f'{head}"","index":0,"finish_reason":{dumps(item.done_reason)}}}]{tail}'
+        yield f'{head}"","index":0{lp()},"finish_reason":{dumps(item.done_reason)}}}]{tail}'
         if include_usage:
             yield (f'data: {{"id":"{ident}","object":"text_completion","created":{created},"choices":[],'
                    f'"model":{dumps(model)},"system_fingerprint":"fp_ollama",'

@@ -142,12 +142,19 @@ class ChatCompletionRequest(_Request):
     parallel_tool_calls: bool | None = None
     reasoning: Reasoning | None = None
     reasoning_effort: str | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = None
+
+
+class PromptTokensDetails(BaseModel):
+    cached_tokens: int = 0  # prompt tokens the engine's prefix cache served (included in prompt_tokens)
 
 
 class Usage(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails | None = None
 
 
 class AssistantMessage(BaseModel):
@@ -157,9 +164,25 @@ class AssistantMessage(BaseModel):
     tool_calls: list[ToolCall] | None = None
 
 
+class TopLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class TokenLogprob(TopLogprob):
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
+
+
+class ChoiceLogprobs(BaseModel):
+    content: list[TokenLogprob] | None = None
+    refusal: list[TokenLogprob] | None = None
+
+
 class ChatChoice(BaseModel):
     index: int = 0
     message: AssistantMessage
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: str | None = None
 
 
@@ -183,6 +206,7 @@ class ChunkDelta(BaseModel):
 class ChunkChoice(BaseModel):
     index: int = 0
     delta: ChunkDelta
+    logprobs: ChoiceLogprobs | None = None
     finish_reason: str | None = None
 
 
@@ -214,11 +238,20 @@ class CompletionRequest(_Request):
     top_p: float | None = None
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
+    logprobs: int | None = None  # alternatives per token (0-20); set, each token's log probability comes back
+
+
+class CompletionLogprobs(BaseModel):
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]] | None = None
+    text_offset: list[int]
 
 
 class CompletionChoice(BaseModel):
     text: str
     index: int = 0
+    logprobs: CompletionLogprobs | None = None
     finish_reason: str | None = None
 
 
@@ -358,13 +391,15 @@ class ResponsesRequest(_Request):
     truncation: str | None = None
     previous_response_id: str | None = None
     stream: bool | None = False
+    top_logprobs: int | None = None
+    include: list[str] | None = None  # "message.output_text.logprobs" asks for the output text's logprobs
 
 
 class ResponsesOutputText(BaseModel):
     type: Literal["output_text"] = "output_text"
     text: str
     annotations: list[Any] = Field(default_factory=list)
-    logprobs: list[Any] = Field(default_factory=list)
+    logprobs: list[TokenLogprob] = Field(default_factory=list)
 
 
 class ResponsesOutputItem(BaseModel):

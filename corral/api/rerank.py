@@ -139,7 +139,7 @@ async def api_rerank(request: Request, body: RerankRequest) -> JSONResponse:
         if body.return_documents:
             item["document"] = body.documents[index]
         results.append(item)
-    out: dict[str, Any] = {"model": model.display_name, "results": results}
+    out: dict[str, Any] = {"model": body.model, "results": results}
     for key in ("total_duration", "load_duration", "prompt_eval_count"):
         if getattr(ranking, key):
             out[key] = getattr(ranking, key)

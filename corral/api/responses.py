@@ -21,6 +21,7 @@ from corral.api import openai_schemas as o
 from corral.api.shared import (
     SSE,
     check_capabilities,
+    check_top_logprobs,
     choose_tools,
     decode_base64,
     dumps,
@@ -41,7 +42,7 @@ from corral.api.shared import (
     tool_message,
 )
 from corral.errors import APIError
-from corral.inference import options
+from corral.inference import logprobs, options
 from corral.inference.request import Final, InferenceRequest, Piece
 from corral.inference.service import InferenceService
 
@@ -199,13 +200,17 @@ def _usage(final: Final) -> dict[str, Any]:
             "output_tokens_details": {"reasoning_tokens": 0}}
 
 
-def _text_part(text: str) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+def _text_part(text: str, probs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": logprobs.openai_content(probs or [])}
 
 
-def _message_item(ident: str, text: str, status: str = "completed") -> dict[str, Any]:
+def _message_item(ident: str, text: str, status: str = "completed",
+                  probs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {"id": ident, "type": "message", "status": status, "role": "assistant",
-            "content": [_text_part(text)] if status == "completed" else []}
+            "content": [_text_part(text, probs)] if status == "completed" else []}
+
+
+LOGPROBS_INCLUDE = "message.output_text.logprobs"
 
 
 def _reasoning_item(ident: str, thinking: str) -> dict[str, Any]:
@@ -250,7 +255,8 @@ class _Shape:
             "parallel_tool_calls": body.parallel_tool_calls is not False,
             "text": {"format": fmt.model_dump(by_alias=True, exclude_none=True) if fmt else {"type": "text"}},
             "top_p": 1.0 if body.top_p is None else body.top_p, "presence_penalty": 0, "frequency_penalty": 0,
-            "top_logprobs": 0, "temperature": 1.0 if body.temperature is None else body.temperature,
+            "top_logprobs": body.top_logprobs or 0,
+            "temperature": 1.0 if body.temperature is None else body.temperature,
             "reasoning": ({"effort": reasoning.effort, "summary": reasoning.summary}
                           if reasoning and (reasoning.effort or reasoning.summary) else None),
             "usage": _usage(final) if final is not None else None,
@@ -268,6 +274,8 @@ async def create_response(request: Request, body: o.ResponsesRequest) -> Respons
     """Stateless: nothing is stored, so ``previous_response_id`` is refused rather than silently ignored."""
     if body.previous_response_id:
         raise APIError(400, "previous_response_id is not supported: send the whole conversation in input")
+    top = check_top_logprobs(body.top_logprobs)
+    want_logprobs = LOGPROBS_INCLUDE in (body.include or ())
     messages = _messages(body)
     if not any(m["role"] != "system" for m in messages):
         raise APIError(400, "input is required")
@@ -278,7 +286,8 @@ async def create_response(request: Request, body: o.ResponsesRequest) -> Respons
     model = resolve_model(store_of(request), body.model)
     check_capabilities(model, tools=bool(tools), think=think, images=any("images" in m for m in messages))
     inference = InferenceRequest(model=model, messages=messages, options=opts, format=fmt, think=think, tools=tools,
-                          tool_call_deltas=bool(body.stream), **choice)
+                                 tool_call_deltas=bool(body.stream), logprobs=want_logprobs, top_logprobs=top,
+                                 **choice)
     service = service_of(request)
     shape = _Shape(body)
 
@@ -289,7 +298,7 @@ async def create_response(request: Request, body: o.ResponsesRequest) -> Respons
         if thinking:
             output.append(_reasoning_item(_new_id("rs"), thinking))
         if content or not calls:
-            output.append(_message_item(_new_id("msg"), content))
+            output.append(_message_item(_new_id("msg"), content, probs=answer.logprobs))
         output.extend(_call_items(calls))
         return JSONResponse(shape.response("completed", output, final))
 
@@ -314,6 +323,8 @@ class _EventStream:
         self.message_id = ""
         self.calls = 0
         self.open_calls: dict[int, dict[str, Any]] = {}  # streamed calls by index: the item so far, its arguments
+        self.probs: list[dict[str, Any]] = []  # token logprobs not yet sent with a text delta
+        self.text_probs: list[dict[str, Any]] = []  # the open message's tokens (for its done events)
 
     def event(self, kind: str, data: dict[str, Any]) -> str:
         payload = {"type": kind, "sequence_number": self.seq, **data}
@@ -345,10 +356,12 @@ class _EventStream:
         if self.text is None:
             return []
         text, self.text = "".join(self.text), None
+        probs, self.text_probs = self.text_probs, []
         where = {"item_id": self.message_id, "output_index": self.index, "content_index": 0}
-        item = _message_item(self.message_id, text)
-        events = [self.event("response.output_text.done", {**where, "text": text, "logprobs": []}),
-                  self.event("response.content_part.done", {**where, "part": _text_part(text)}),
+        item = _message_item(self.message_id, text, probs=probs)
+        events = [self.event("response.output_text.done", {**where, "text": text,
+                                                           "logprobs": logprobs.openai_content(probs)}),
+                  self.event("response.content_part.done", {**where, "part": _text_part(text, probs)}),
                   self.event("response.output_item.done", {"output_index": self.index, "item": item})]
         self.output.append(item)
         return events
@@ -363,6 +376,7 @@ class _EventStream:
 
     def piece(self, piece: Piece) -> list[str]:
         events: list[str] = []
+        self.probs += piece.logprobs or ()
         if piece.thinking:
             if self.thinking is None:
                 events += self.close_text()  # thinking after text is unusual; keep items in order if it happens
@@ -380,9 +394,11 @@ class _EventStream:
                 events += self.open_text()
             assert self.text is not None
             self.text.append(piece.content)
+            probs, self.probs = self.probs, []
+            self.text_probs += probs
             events.append(self.event("response.output_text.delta", {
                 "item_id": self.message_id, "output_index": self.index, "content_index": 0,
-                "delta": piece.content, "logprobs": []}))
+                "delta": piece.content, "logprobs": logprobs.openai_content(probs)}))
         if piece.tool_call_delta is not None:
             events += self.call_delta(piece.tool_call_delta)
         if piece.tool_calls:

@@ -115,10 +115,21 @@ class ChatRequest(_Request):
     top_logprobs: GoInt = 0
 
 
+class TokenLogprob(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+
+
+class Logprob(TokenLogprob):
+    top_logprobs: list[TokenLogprob] | None = None
+
+
 class Metrics(BaseModel):
     total_duration: int | None = None
     load_duration: int | None = None
-    prompt_eval_count: int | None = None
+    prompt_eval_count: int | None = None  # the whole prompt, cached prefix included
+    prompt_eval_cached_count: int | None = None  # of those, the tokens the prefix cache served
     prompt_eval_duration: int | None = None
     eval_count: int | None = None
     eval_duration: int | None = None
@@ -132,6 +143,7 @@ class GenerateResponse(Metrics):
     done: bool
     done_reason: str | None = None
     context: list[int] | None = None
+    logprobs: list[Logprob] | None = None
 
 
 class ChatResponse(Metrics):
@@ -140,6 +152,7 @@ class ChatResponse(Metrics):
     message: Message
     done: bool
     done_reason: str | None = None
+    logprobs: list[Logprob] | None = None
 
 
 class ModelDetails(BaseModel):

@@ -273,6 +273,7 @@ class Answer:
     thinking: str = ""
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
     final: Final = field(default_factory=lambda: Final(done_reason="stop"))
+    logprobs: list[dict[str, Any]] = field(default_factory=list)  # every token's, when the request asked
 
 
 async def fold(service: InferenceService, req: InferenceRequest) -> Answer:
@@ -285,16 +286,23 @@ async def fold(service: InferenceService, req: InferenceRequest) -> Answer:
             content.append(item.content)
             thinking.append(item.thinking)
             answer.tool_calls.extend(item.tool_calls or ())
+            answer.logprobs.extend(item.logprobs or ())
         else:
             answer.final = item
     answer.content, answer.thinking = "".join(content), "".join(thinking)
     return answer
 
 
+def check_top_logprobs(top: int | None, name: str = "top_logprobs") -> int:
+    """Ollama's bound on alternatives per token, checked before anything else (as its handlers do)."""
+    if top is not None and not 0 <= top <= 20:
+        raise APIError(400, f"{name} must be between 0 and 20")
+    return top or 0
+
+
 def prompt_tokens(final: Final) -> int:
-    """The whole prompt's tokens for usage, cached prefix included once the engine reports it separately
-    (``prompt_cached_count``); the engine's ``prompt_n`` alone counts only the tokens it had to evaluate."""
-    return final.prompt_eval_count + final.prompt_cached_count
+    """The whole prompt's tokens for usage (``prompt_eval_count`` counts the cached prefix too, as Ollama's does)."""
+    return final.prompt_eval_count
 
 
 def token_limit(value: int, field: str) -> int:

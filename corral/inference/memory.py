@@ -22,26 +22,30 @@ def available_bytes() -> int:
     return int(pages) * os.sysconf("SC_PAGE_SIZE") if pages else 8 << 30
 
 
-def kv_cache_bytes(info: GGUFInfo, num_ctx: int) -> int:
-    """f16 K and V for every layer: 2 x layers x kv_heads x head_dim x ctx x 2 bytes (Ollama's estimate)."""
+def kv_cache_bytes(info: GGUFInfo, num_ctx: int, cache_type: str = "f16") -> int:
+    """K and V for every layer: 2 x layers x kv_heads x head_dim x ctx elements (Ollama's estimate), at the cache
+    type's bytes per element (f16 2; q8_0 and q4_0 by their ggml block sizes)."""
+    from corral.inference.attention import BYTES_PER_ELEMENT
+
     layers = info.block_count or 32
     heads = info.head_count or 32
     kv_heads = info.head_count_kv or heads
     embd = info.embedding_length or 4096
     head_dim = embd // max(heads, 1)
-    return 2 * layers * kv_heads * head_dim * num_ctx * 2
+    return int(2 * layers * kv_heads * head_dim * num_ctx * BYTES_PER_ELEMENT.get(cache_type, 2.0))
 
 
-def model_bytes(info: GGUFInfo, weights_size: int, num_ctx: int, parallel: int) -> int:
+def model_bytes(info: GGUFInfo, weights_size: int, num_ctx: int, parallel: int, cache_type: str = "f16") -> int:
     """What a runner holds: weights, every slot's KV cache, and the engine's prompt cache."""
-    return weights_size + kv_cache_bytes(info, num_ctx) * parallel + prompt_cache_bytes(info, num_ctx, parallel)
+    return (weights_size + kv_cache_bytes(info, num_ctx, cache_type) * parallel
+            + prompt_cache_bytes(info, num_ctx, parallel, cache_type))
 
 
 PROMPT_CACHE_MIN = 64 << 20
 PROMPT_CACHE_MAX = 8 << 30  # the engine's own default, which it fills whatever the model
 
 
-def prompt_cache_bytes(info: GGUFInfo, num_ctx: int, parallel: int) -> int:
+def prompt_cache_bytes(info: GGUFInfo, num_ctx: int, parallel: int, cache_type: str = "f16") -> int:
     """The engine's prompt cache: KV states of earlier prompts kept in RAM so a returning conversation skips its
     prefix. Unbounded by Corral it grew by each request's prompt state (~1.4 MB for SmolLM2) up to 8 GiB; Corral
     gives it one more full KV cache's worth (every slot's), at least 64 MiB, or ``CORRAL_PROMPT_CACHE`` MiB (0 turns
@@ -51,7 +55,7 @@ def prompt_cache_bytes(info: GGUFInfo, num_ctx: int, parallel: int) -> int:
     configured = config.env_int("PROMPT_CACHE", -1)
     if configured >= 0:
         return configured << 20
-    return min(max(kv_cache_bytes(info, num_ctx) * parallel, PROMPT_CACHE_MIN), PROMPT_CACHE_MAX)
+    return min(max(kv_cache_bytes(info, num_ctx, cache_type) * parallel, PROMPT_CACHE_MIN), PROMPT_CACHE_MAX)
 
 
 def projector_bytes(info: GGUFInfo | None, file_size: int) -> int:
@@ -71,7 +75,8 @@ def projector_bytes(info: GGUFInfo | None, file_size: int) -> int:
     return file_size + graph
 
 
-def choose_parallel(info: GGUFInfo, weights_size: int, num_ctx: int, requested: int) -> int:
+def choose_parallel(info: GGUFInfo, weights_size: int, num_ctx: int, requested: int,
+                    cache_type: str = "f16") -> int:
     """Slots for a new runner: the configured number, else up to 4 while weights + all slots' KV fit in 80% of RAM."""
     if requested > 0:
         return requested
@@ -79,7 +84,7 @@ def choose_parallel(info: GGUFInfo, weights_size: int, num_ctx: int, requested: 
         return 1
     budget = int(available_bytes() * 0.8)
     for slots in range(MAX_DEFAULT_PARALLEL, 1, -1):
-        if model_bytes(info, weights_size, num_ctx, slots) <= budget:
+        if model_bytes(info, weights_size, num_ctx, slots, cache_type) <= budget:
             return slots
     return 1
 

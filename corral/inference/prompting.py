@@ -17,6 +17,7 @@ from typing import Any
 
 from corral.errors import InferenceError, RequestError, TemplateError
 from corral.inference import images, options
+from corral.inference.grammar import llguidance_schema, schema_to_grammar
 from corral.inference.request import InferenceRequest
 from corral.inference.runner.client import RunnerClient
 from corral.inference.structured import engine_schema
@@ -38,6 +39,7 @@ class Settings:
     template: Template | None  # the Go template to render with (the model's, or the request's override)
     think: bool | str | None  # after Ollama's default: a thinking-capable model thinks unless told not to
     forced_names: list[str] | None  # the tools a forced call may name; None when no call is forced
+    schema: dict[str, Any] | None = None  # the format's schema ({} for "json"), whose grammar is in sampling
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,20 +61,27 @@ def settle(req: InferenceRequest, merged: dict[str, Any], num_ctx: int) -> Setti
     sampling = options.engine_sampling(merged, num_ctx)
     schema = engine_schema(req.format)
     if schema is not None:
-        sampling["json_schema"] = schema
+        # A GBNF grammar built with llama.cpp's converter rules, as Ollama samples under (corral.inference.grammar):
+        # a json_schema would go through the engine's llguidance, which allows keys beyond the schema.
+        sampling["grammar"] = schema_to_grammar(schema)
     template = req.model.go_template() if req.template is None else template_override(req.template)
     think = req.think
+    if isinstance(think, str) and not req.raw and not _levels(req, template):
+        # Ollama's rule: a level only where the model can act on it, never quietly turned into plain "on"
+        raise RequestError(f'think value "{think}" is not supported for this model')
     forced_names = None
     if req.forces_call:
         # One call by construction: the schema replaces any response format, and thinking is skipped, since the
         # call must follow the prompt directly.
         sampling["json_schema"] = call_schema(req.tools or [], req.tool_choice_names)
+        sampling.pop("grammar", None)
+        schema = None
         sampling.pop("stop", None)  # a stop string must not cut the call's JSON short
         think = False
         forced_names = _forced_names(req)
     elif think is None and "thinking" in req.model.capabilities():
         think = True  # Ollama thinks by default when the model can
-    return Settings(sampling=sampling, template=template, think=think, forced_names=forced_names)
+    return Settings(sampling=sampling, template=template, think=think, forced_names=forced_names, schema=schema)
 
 
 async def build(client: RunnerClient, req: InferenceRequest, settings: Settings, num_ctx: int) -> EngineCall:
@@ -182,6 +191,12 @@ def engine_message(m: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _levels(req: InferenceRequest, template: Template | None) -> bool:
+    if template is not None:
+        return bool(template.references("ThinkLevel"))
+    return req.model.think_levels()
+
+
 def _forced_names(req: InferenceRequest) -> list[str]:
     names = [n for n in (tool_name(t) for t in req.tools or ()) if n is not None]
     if req.tool_choice_names is not None:
@@ -205,9 +220,15 @@ def _chat_body(req: InferenceRequest, settings: Settings) -> dict[str, Any]:
         body["tools"] = req.tools
         if not req.parallel_tool_calls:
             body["parallel_tool_calls"] = False
+        if body.pop("grammar", None) is not None and settings.schema is not None:
+            # The engine refuses a grammar beside tools; the schema goes to llguidance, rewritten to mean the same.
+            schema = llguidance_schema(settings.schema or {"type": "object"})
+            body["response_format"] = {"type": "json_schema", "json_schema": {"schema": schema}}
     flag = think_flag(settings.think)
     if flag is not None:
         body["chat_template_kwargs"] = {"enable_thinking": flag}
+        if isinstance(settings.think, str):  # a level, for a template that reads reasoning_effort
+            body["chat_template_kwargs"]["reasoning_effort"] = settings.think
     return body
 
 
@@ -242,6 +263,8 @@ async def _render(client: RunnerClient, req: InferenceRequest, tmpl: Template | 
             text = await client.detokenize(req.context) + text
         return text
     messages = with_model_messages(req)
+    if not req.truncate:  # truncate: false keeps every message (an oversized prompt is then the engine's 400)
+        return prompts.render_chat(tmpl, messages, tools=req.tools, think=flag, think_level=level, image_tag=tag)
     per_image = images.tokens_per_image(model.projector_info) if placement is not None else 0
     pictures = sum(len(m.get("images") or ()) for m in messages) * per_image
     # Bytes bound tokens from above for byte-level tokenizers: most prompts skip tokenizing altogether. The

@@ -37,6 +37,10 @@ class InferenceRequest:
     tool_choice_names: list[str] | None = None
     parallel_tool_calls: bool = True  # False: calls after the first are dropped
     tool_call_deltas: bool = False  # stream calls' arguments as they are generated (Piece.tool_call_delta)
+    truncate: bool = True  # drop old messages, then the prompt's middle, to fit num_ctx; False: too long is a 400
+    shift: bool = True  # let the engine drop old context as the answer grows; False: stop at a full context
+    logprobs: bool = False  # return each generated token's log probability (Piece.logprobs)
+    top_logprobs: int = 0  # and this many most likely alternatives at each position (0-20)
 
     @property
     def forces_call(self) -> bool:
@@ -52,6 +56,9 @@ class Piece:
     # A call still being generated (only when the request sets ``tool_call_deltas``): first {"index", "id",
     # "name"}, then {"index", "arguments": <the next piece of its JSON text>}; the whole call follows in tool_calls.
     tool_call_delta: dict[str, Any] | None = None
+    # Tokens whose text is in this piece (or was held back before it), Ollama-shaped: {"token", "logprob", "bytes",
+    # "top_logprobs"?} (corral.inference.logprobs); only when the request asks for logprobs.
+    logprobs: list[dict[str, Any]] | None = None
 
 
 @dataclass(slots=True)
@@ -64,7 +71,7 @@ class Final:
     load_duration: int = 0
     total_duration: int = 0
     context: list[int] | None = None
-    prompt_cached_count: int = 0  # prompt tokens served from the prefix cache (not in prompt_eval_count)
+    prompt_cached_count: int = 0  # of prompt_eval_count, the tokens served from the prefix cache
     stop_sequence: str | None = None  # the stop string that ended generation, if one did
 
 

@@ -91,6 +91,9 @@ class Scheduler:
             entry = self.loaded.get(key)
             if entry is not None and entry.runner.alive() and entry.spec == spec:
                 self._take(entry, keep_alive)
+                # The runner holds weights; the definition (template, parameters, system) is the request's. A model
+                # re-created on the same weights keeps its runner, and /api/ps names the definition last served.
+                entry.model = model
                 return entry, 0.0
             async with self._load_lock:
                 entry = self.loaded.get(key)

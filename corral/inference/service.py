@@ -17,7 +17,18 @@ from typing import Any
 
 from corral import config, metrics
 from corral.errors import InferenceError, RequestError, RunnerReplyError, RunnerUnreachable
-from corral.inference import embedding, images, launch, options, prompting, rerank, streams
+from corral.inference import (
+    counting,
+    embedding,
+    fitting,
+    images,
+    launch,
+    options,
+    prompting,
+    rerank,
+    streams,
+    thinkfirst,
+)
 from corral.inference.request import Embeddings, Final, InferenceRequest, Piece, RunningModel
 from corral.inference.runner.base import Runner
 from corral.inference.runner.client import RunnerClient
@@ -84,12 +95,18 @@ class InferenceService:
         settings = prompting.settle(req, merged, planned.spec.num_ctx)  # a bad format fails before any load
         async with self._lease(planned, model, req.keep_alive) as lease:
             call = await prompting.build(lease.client, req, settings, planned.spec.num_ctx)
+            if req.truncate or not req.shift:
+                call = await fitting.fit(lease.client, call, req, planned.spec.num_ctx, int(merged.get("num_keep", 4)),
+                                         settings.think)
             first = True
-            async for item in streams.pieces(lease.client, call, req):
+            think_first = thinkfirst.applies(call, settings.schema is not None)
+            source = (thinkfirst.pieces if think_first else streams.pieces)(lease.client, call, req)
+            async for item in source:
                 if isinstance(item, Final):
                     item.load_duration = int(lease.load_seconds * 1e9)
                     item.total_duration = int((time.perf_counter() - started) * 1e9)
-                    metrics.observe_generation(model.display_name, item.prompt_eval_count, item.prompt_cached_count,
+                    metrics.observe_generation(model.display_name, item.prompt_eval_count - item.prompt_cached_count,
+                                               item.prompt_cached_count,
                                                item.eval_count)
                 elif first:
                     first = False
@@ -102,6 +119,14 @@ class InferenceService:
         """The model's own token ids for ``text`` (no BOS added), from the engine's tokenizer."""
         async with self._lease(launch.plan(model, options.merge(model.params, opts)), model, keep_alive) as lease:
             return await lease.client.tokenize(text, add_special=False)
+
+    async def count_tokens(self, req: InferenceRequest) -> int:
+        """The tokens of the prompt a chat request makes (its template, tools and thinking), without generating."""
+        merged = options.merge(req.model.params, req.options)
+        planned = launch.plan(req.model, merged)
+        settings = prompting.settle(req, merged, planned.spec.num_ctx)
+        async with self._lease(planned, req.model, req.keep_alive) as lease:
+            return await counting.prompt_tokens(lease.client, req, settings)
 
     async def detokenize(self, model: Model, tokens: list[int], opts: dict[str, Any],
                          keep_alive: float | None) -> str:

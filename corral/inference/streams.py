@@ -13,6 +13,7 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+from corral.inference import logprobs
 from corral.inference.prompting import CHAT, EngineCall
 from corral.inference.request import Final, InferenceRequest, Piece
 from corral.inference.runner.client import RunnerClient
@@ -34,7 +35,8 @@ def _ns(ms: float | int | None) -> int:
 def _final(done_reason: str, timings: dict[str, Any], stop_sequence: str | None = None) -> Final:
     return Final(
         done_reason=done_reason,
-        prompt_eval_count=int(timings.get("prompt_n", 0)),
+        # The whole prompt, as Ollama counts it: the engine's prompt_n is only what it evaluated past the cache.
+        prompt_eval_count=int(timings.get("prompt_n", 0)) + int(timings.get("cache_n", 0)),
         prompt_eval_duration=_ns(timings.get("prompt_ms")),
         eval_count=int(timings.get("predicted_n", 0)),
         eval_duration=_ns(timings.get("predicted_ms")),
@@ -59,10 +61,15 @@ async def _completion(client: RunnerClient, call: EngineCall, req: InferenceRequ
         call.template, call.prompt, think=call.think, tools=req.tools)
     limit = CallLimit(req.parallel_tool_calls)
     call_id = ""
+    probs = _Probs(req)
+    if probs.reader is not None:
+        body.update(logprobs.completion_fields(req.top_logprobs))
     async for event in client.stream("/completion", body):
         text = event.get("content", "")
         if context:
             out_tokens += event.get("tokens") or ()
+        if probs.reader is not None:
+            probs.pending += probs.reader.completion(event)
         if text:
             if req.want_context:
                 texts.append(text)
@@ -71,15 +78,15 @@ async def _completion(client: RunnerClient, call: EngineCall, req: InferenceRequ
                 if name is not None:
                     call_id = tool_call_id()
                     if req.tool_call_deltas:
-                        yield Piece(tool_call_delta={"index": 0, "id": call_id, "name": name})
+                        yield probs.attach(Piece(tool_call_delta={"index": 0, "id": call_id, "name": name}))
                 if fragment and req.tool_call_deltas:
-                    yield Piece(tool_call_delta={"index": 0, "arguments": fragment})
+                    yield probs.attach(Piece(tool_call_delta={"index": 0, "arguments": fragment}))
             elif shaper is None:
-                yield Piece(content=text)
+                yield probs.attach(Piece(content=text))
             else:
                 piece = limit.apply(_piece(*shaper.add(text)))
                 if piece is not None:
-                    yield piece
+                    yield probs.attach(piece)
         if event.get("stop"):
             final = event
         if context and prompt_tokens is None:
@@ -90,13 +97,17 @@ async def _completion(client: RunnerClient, call: EngineCall, req: InferenceRequ
     if forced is not None:
         whole = forced.finish()
         if whole is not None:
-            yield Piece(tool_calls=[{"id": call_id or tool_call_id(), **whole}])
+            yield probs.attach(Piece(tool_calls=[{"id": call_id or tool_call_id(), **whole}]))
         elif forced.text and not (req.tool_call_deltas and forced.name is not None):
-            yield Piece(content=forced.text)  # cut short by the token limit before the call was under way
+            # cut short by the token limit before the call was under way
+            yield probs.attach(Piece(content=forced.text))
     if shaper is not None:
         piece = limit.apply(_piece(*shaper.finish()))
         if piece is not None:
-            yield piece
+            yield probs.attach(piece)
+    rest = probs.rest()
+    if rest is not None:
+        yield rest
     stop_type = (final or {}).get("stop_type", "eos")
     stop_word = (final or {}).get("stopping_word") or None if stop_type == "word" else None
     out = _final("length" if stop_type == "limit" else "stop", (final or {}).get("timings", {}), stop_word)
@@ -123,22 +134,29 @@ async def _chat(client: RunnerClient, call: EngineCall, req: InferenceRequest) -
     finish = "stop"
     timings: dict[str, Any] = {}
     calls: dict[int, dict[str, Any]] = {}  # the engine streams each tool call's arguments in fragments
-    async for event in client.stream(CHAT, call.body):
+    probs = _Probs(req)
+    body = call.body if probs.reader is None else {**call.body, **logprobs.chat_fields(req.top_logprobs)}
+    async for event in client.stream(CHAT, body):
         for choice in event.get("choices", []):
+            if probs.reader is not None:
+                probs.pending += probs.reader.chat(choice)
             delta = choice.get("delta") or {}
             content = delta.get("content") or ""
             thinking = delta.get("reasoning_content") or ""
             if content or thinking:
-                yield Piece(content=content, thinking=thinking)
+                yield probs.attach(Piece(content=content, thinking=thinking))
             for frag in delta.get("tool_calls") or ():
                 for piece in _call_fragment(calls, frag, req):
-                    yield piece
+                    yield probs.attach(piece)
             if choice.get("finish_reason"):
                 finish = choice["finish_reason"]
         if event.get("timings"):
             timings = event["timings"]
     if calls:
-        yield Piece(tool_calls=[_ollama_call(i, c) for i, c in sorted(calls.items())])
+        yield probs.attach(Piece(tool_calls=[_ollama_call(i, c) for i, c in sorted(calls.items())]))
+    rest = probs.rest()
+    if rest is not None:
+        yield rest
     yield _final("length" if finish == "length" else "stop", timings)
 
 
@@ -164,6 +182,24 @@ def _call_fragment(calls: dict[int, dict[str, Any]], frag: dict[str, Any], req: 
     if fn.get("arguments"):
         return [Piece(tool_call_delta={"index": index, "arguments": fn["arguments"]})]
     return []
+
+
+class _Probs:
+    """Token logprobs read off the engine's events, held until the next piece goes out (a parser may hold text
+    back), so every token's entry leaves with, or before, the text it made."""
+
+    def __init__(self, req: InferenceRequest) -> None:
+        self.reader = logprobs.Reader(req.top_logprobs) if req.logprobs else None
+        self.pending: list[dict[str, Any]] = []
+
+    def attach(self, piece: Piece) -> Piece:
+        if self.pending:
+            piece.logprobs, self.pending = self.pending, []
+        return piece
+
+    def rest(self) -> Piece | None:
+        """What no piece carried (text a stop string or a parser swallowed), in a piece of its own."""
+        return self.attach(Piece()) if self.pending else None
 
 
 class CallLimit:

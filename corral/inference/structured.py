@@ -1,7 +1,8 @@
-"""Structured output: the request's ``format`` checked and turned into the engine's JSON-schema constraint.
+"""Structured output: the request's ``format`` checked before it becomes a grammar.
 
-The engine compiles the schema into a grammar and samples under it, so the output always parses and matches. It
-silently ignores a schema it cannot read, so Corral checks the schema first and answers 400 with the reason.
+:mod:`corral.inference.grammar` turns the schema into the GBNF grammar llama.cpp's converter would build (as Ollama
+does), and the engine samples under it, so the output always parses and matches. A schema that is not valid JSON
+Schema is the client's error: Corral checks it first and answers 400 with the reason.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from corral.registry.auth import Credentials, credentials_for, fetch_token, pars
 from corral.registry.endpoint import Endpoint
 from corral.registry.options import DEFAULT_OPTIONS, TransferOptions
 from corral.store.manifest import MEDIA_MANIFEST
+from corral.store.names import DEFAULT_HOST
 from corral.store.store import MAX_MANIFEST_BYTES
 
 log = logging.getLogger("corral.registry")
@@ -73,6 +74,24 @@ def describe(exc: BaseException) -> str:
             return os.strerror(cause.errno).lower()
         cause = cause.__cause__ or cause.__context__
     return str(exc).strip() or type(exc).__name__
+
+
+def unreachable_hint(endpoint: Endpoint, exc: BaseException) -> str:
+    """What to do when a registry cannot be reached. A name that does not resolve, or Ollama's own registry out of
+    reach, most likely means no internet: a local registry or an archive still works. Another registry that refuses
+    the connection is probably not running where the name says."""
+    cause: BaseException | None = exc
+    resolve_failed = False
+    for _ in range(10):
+        if cause is None:
+            break
+        if isinstance(cause, socket.gaierror):
+            resolve_failed = True
+            break
+        cause = cause.__cause__ or cause.__context__
+    if resolve_failed or endpoint.name.host.lower() == DEFAULT_HOST:
+        return " (offline? pull from a local registry, or add a model with `corral import` or `corral create`)"
+    return f" (is a registry running at {endpoint.authority}?)"
 
 
 async def read_prefix(response: httpx.Response, limit: int) -> bytes:
@@ -196,8 +215,8 @@ class RegistryClient:
                     log.info("%s %s failed (%s); retrying", method, url, describe(exc))
                     await asyncio.sleep(self.options.backoff(attempt, self.options.api_retry_base))
                     continue
-                raise RegistryUnreachable(
-                    f"cannot reach registry {self.endpoint.authority}: {describe(exc)}") from None
+                raise RegistryUnreachable(f"cannot reach registry {self.endpoint.authority}: {describe(exc)}"
+                                          f"{unreachable_hint(self.endpoint, exc)}") from None
             if response.status_code >= 500 and attempt < attempts:
                 await response.aclose()
                 log.info("%s %s answered %d; retrying", method, url, response.status_code)

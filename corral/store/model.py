@@ -106,6 +106,14 @@ class Model:
                 caps.append("thinking")
         return caps
 
+    def think_levels(self) -> bool:
+        """Whether the template can act on a thinking level (``low``/``medium``/``high``): a Go template that reads
+        ``.ThinkLevel``, or, with none, a GGUF chat template that reads ``reasoning_effort`` (gpt-oss's)."""
+        tmpl = self.go_template() if self.template is not None else None
+        if tmpl is not None:
+            return bool(tmpl.references("ThinkLevel"))
+        return "reasoning_effort" in (self.info.chat_template or "")
+
 
 # Manifest path -> (its settled stamp, the Model read from it). Every request reads its model; with the layers'
 # files, JSON and the config blob that was ~0.5 ms of a short request's ~4 ms of server CPU. Blobs never change, so

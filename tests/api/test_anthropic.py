@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from corral.api import anthropic as ant
 from corral.errors import InferenceError
 from corral.inference.service import Final, Piece
-from tests.conftest import MODEL, ServerProcess
+from tests.conftest import MODEL, NO_TOOLS, ServerProcess, no_tools_model
 from tests.scripted import CALL, FAKE_MODEL, ScriptedService
 
 GREEDY: dict[str, Any] = {"extra_body": {"temperature": 0}}
@@ -146,7 +146,8 @@ def test_unknown_model_is_not_found(client: anthropic.Anthropic) -> None:
     ({"max_tokens": 0}, "max_tokens is required and must be positive"),
     ({"messages": []}, "messages is required"),
     ({"model": ""}, "model is required"),
-    ({"tools": [{"name": "f", "input_schema": {"type": "object"}}]}, f'"{MODEL}" does not support tools'),
+    ({"model": NO_TOOLS, "tools": [{"name": "f", "input_schema": {"type": "object"}}]},
+     f'"{NO_TOOLS}" does not support tools'),
     ({"messages": [{"role": "user", "content": [
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": PNG}}]}]},
      f'"{MODEL}" does not support images'),
@@ -157,8 +158,9 @@ def test_unknown_model_is_not_found(client: anthropic.Anthropic) -> None:
      "tool_use block missing required 'id' field"),
 ])
 @pytest.mark.e2e
-def test_bad_requests_are_400_in_anthropic_shape(client: anthropic.Anthropic, kwargs: dict[str, Any],
-                                                 message: str) -> None:
+def test_bad_requests_are_400_in_anthropic_shape(client: anthropic.Anthropic, server: ServerProcess,
+                                                 kwargs: dict[str, Any], message: str) -> None:
+    no_tools_model(server)
     args: dict[str, Any] = {"model": MODEL, "max_tokens": 5, "messages": ASK, **kwargs}
     for stream in (False, True):
         with pytest.raises(anthropic.BadRequestError) as info:

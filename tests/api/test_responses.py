@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 from corral.api import responses as resp
 from corral.errors import InferenceError
 from corral.inference.service import Final, Piece
-from tests.conftest import MODEL, ServerProcess
+from tests.conftest import MODEL, ServerProcess, no_tools_model
 from tests.scripted import CALL, FAKE_MODEL, ScriptedService
 
 ASK = "Why is the sky blue?"
@@ -126,10 +126,11 @@ TOOL: Any = {"type": "function", "name": "weather", "description": "Weather in a
 
 
 @pytest.mark.e2e
-def test_tools_to_a_model_without_tool_support(client: openai.OpenAI) -> None:
+def test_tools_to_a_model_without_tool_support(client: openai.OpenAI, server: ServerProcess) -> None:
+    model = no_tools_model(server)
     with pytest.raises(openai.BadRequestError, match="does not support tools"):
-        client.responses.create(model=MODEL, input="Weather in Paris?", tools=[TOOL])
-    r = client.responses.create(model=MODEL, input="Weather in Paris?", tools=[TOOL], tool_choice="none",
+        client.responses.create(model=model, input="Weather in Paris?", tools=[TOOL])
+    r = client.responses.create(model=model, input="Weather in Paris?", tools=[TOOL], tool_choice="none",
                                 max_output_tokens=2, temperature=0)
     assert r.output[0].type == "message"
 

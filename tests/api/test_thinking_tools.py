@@ -8,7 +8,7 @@ import pytest
 
 from corral.store import manifest as mf
 from tests.api.test_paths import derive
-from tests.conftest import MODEL, ServerProcess
+from tests.conftest import NO_TOOLS, ServerProcess, no_tools_model
 
 pytestmark = pytest.mark.e2e
 
@@ -51,8 +51,8 @@ def test_thinking_is_split_and_streamed_separately(server: ServerProcess) -> Non
 
 def test_tools_need_a_tools_template(server: ServerProcess) -> None:
     r = httpx.post(server.url + "/api/chat", json={
-        "model": MODEL, "messages": [{"role": "user", "content": "weather?"}], "tools": [WEATHER]})
-    assert r.status_code == 400 and r.json()["error"] == '"smollm2:135m" does not support tools'
+        "model": no_tools_model(server), "messages": [{"role": "user", "content": "weather?"}], "tools": [WEATHER]})
+    assert r.status_code == 400 and r.json()["error"] == f'"{NO_TOOLS}" does not support tools'
 
 
 def test_tool_round_trip_plumbing(server: ServerProcess) -> None:

@@ -32,7 +32,7 @@ from corral.store.store import Store
 from corral.templates.gotemplate import parse
 from tests.api.test_paths import derive
 from tests.api.test_thinking_tools import TOOLS_TEMPLATE
-from tests.conftest import FIXTURES, MODEL, ROOT, ServerProcess
+from tests.conftest import FIXTURES, MODEL, NO_TOOLS, ROOT, ServerProcess, no_tools_model
 
 TEMPLATES_DIR = FIXTURES / "ollama_templates"
 WEATHER_PARAMS: dict[str, Any] = {
@@ -396,8 +396,8 @@ def test_invalid_choices_are_400_in_each_shape(oai: openai.OpenAI, claude: anthr
         oai.chat.completions.create(model=model, messages=ASK, tool_choice="required")
     with pytest.raises(openai.BadRequestError, match="invalid tool_choice"):
         oai.chat.completions.create(model=model, messages=ASK, tools=TOOLS, tool_choice="always")  # type: ignore
-    with pytest.raises(openai.BadRequestError, match=f'"{MODEL}" does not support tools'):
-        oai.chat.completions.create(model=MODEL, messages=ASK, tools=TOOLS, tool_choice="required")
+    with pytest.raises(openai.BadRequestError, match=f'"{NO_TOOLS}" does not support tools'):
+        oai.chat.completions.create(model=no_tools_model(server), messages=ASK, tools=TOOLS, tool_choice="required")
     with pytest.raises(openai.BadRequestError, match='not among the tools: "nope"'):
         oai.responses.create(model=model, input="hi", tool_choice={"type": "function", "name": "nope"},
                              tools=[{"type": "function", "name": "get_time", "parameters": TIME_PARAMS}])

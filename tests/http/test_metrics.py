@@ -95,7 +95,7 @@ def test_exact_token_counts_for_one_generation(metrics_server: ServerProcess) ->
     prompt = value(after, "corral_prompt_tokens_total", model=MODEL) - value(
         before, "corral_prompt_tokens_total", model=MODEL)
     assert generated == gen["eval_count"]
-    assert prompt == gen.get("prompt_eval_count", 0)
+    assert prompt == gen.get("prompt_eval_count", 0) - gen.get("prompt_eval_cached_count", 0)
 
 
 def test_metrics_off_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

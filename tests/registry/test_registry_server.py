@@ -87,7 +87,8 @@ def test_cli_pull_push_and_failures(fresh_server: ServerProcess, registry: Fault
     r = corral(fresh_server, "pull", "127.0.0.1:9/library/x")
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1] == (
-        "Error: pull model manifest: cannot reach registry 127.0.0.1:9: connection refused")
+        "Error: pull model manifest: cannot reach registry 127.0.0.1:9: connection refused "
+        "(is a registry running at 127.0.0.1:9?)")
 
 
 def test_a_killed_server_resumes_the_download_after_restart(tmp_path: Path, registry: FaultRegistry) -> None:
@@ -123,3 +124,24 @@ def test_a_killed_server_resumes_the_download_after_restart(tmp_path: Path, regi
     assert registry.range_starts(weights)[-1] == saved
     assert (models / "blobs" / f"sha256-{weights[7:]}").read_bytes() == WEIGHTS
     assert not list((models / "blobs").glob("*partial*"))
+
+
+def test_pull_says_whether_the_registry_is_out_of_reach_or_the_model_is_missing(server: ServerProcess,
+                                                                                registry: FaultRegistry) -> None:
+    """`corral pull` tells an unreachable registry (offline, with what to do instead) from a model that is not
+    there (Ollama's "file does not exist"), where before both read "cannot reach registry"."""
+    offline = corral(server, "pull", "nosuch.invalid/library/nosuchmodel")  # .invalid never resolves
+    assert offline.returncode == 1
+    assert offline.stderr.strip().splitlines()[-1] == (
+        "Error: pull model manifest: cannot reach registry nosuch.invalid: cannot resolve the host name "
+        f"({offline.stderr.split('cannot resolve the host name (')[1].split(')')[0]}) "
+        "(offline? pull from a local registry, or add a model with `corral import` or `corral create`)")
+    missing = corral(server, "pull", "--insecure", f"{registry.host}/library/nosuchmodel")
+    assert missing.returncode == 1
+    assert missing.stderr.strip().splitlines()[-1] == "Error: pull model manifest: file does not exist"
+    # Ollama's own registry: offline here (the hint), or, on a machine that reaches it, not found.
+    default = corral(server, "pull", "nosuchmodel-corral-test").stderr.strip().splitlines()[-1]
+    assert default == "Error: pull model manifest: file does not exist" or (
+        default.startswith("Error: pull model manifest: cannot reach registry registry.ollama.ai: ")
+        and default.endswith("(offline? pull from a local registry, or add a model with `corral import` or "
+                             "`corral create`)")), default

@@ -258,6 +258,7 @@ def server_flags(spec: LaunchSpec, binary: str, port: int, api_key: str) -> list
     ]
     if spec.num_gpu >= 0:
         args += ["-ngl", str(spec.num_gpu)]
+    args += ["-fa", spec.flash_attention, "-ctk", spec.cache_type, "-ctv", spec.cache_type]
     if spec.use_mmap is False:
         args.append("--no-mmap")
     if spec.embedding:

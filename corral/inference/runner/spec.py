@@ -27,6 +27,9 @@ class LaunchSpec:
     speculative: list[str] = field(default_factory=list)
     draft: str | None = None
     draft_max: int = 0
+    # OLLAMA_FLASH_ATTENTION / OLLAMA_KV_CACHE_TYPE (corral.inference.attention)
+    flash_attention: str = "auto"  # "on", "off", "auto"
+    cache_type: str = "f16"  # K and V cache element type: f16, q8_0, q4_0
     cache_ram_mib: int | None = None  # the engine's prompt cache (MiB; 0 off); None leaves the engine's default
 
     def to_json(self) -> dict[str, Any]:

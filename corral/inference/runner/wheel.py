@@ -68,6 +68,7 @@ def build_params(spec: dict[str, Any]) -> Any:
     p.cpuparams_batch.n_threads = threads
     if int(spec.get("num_gpu", -1)) >= 0:
         p.n_gpu_layers = int(spec["num_gpu"])
+    _attention(p, spec)
     p.cont_batching = True
     p.cache_prompt = True
     p.ctx_shift = bool(spec.get("ctx_shift", True))
@@ -101,6 +102,18 @@ def build_params(spec: dict[str, Any]) -> Any:
         p.lora_adapters = [*p.lora_adapters, adapter]
     _speculative(p, spec, threads)
     return p
+
+
+def _attention(p: Any, spec: dict[str, Any]) -> None:
+    """llama-server's ``-fa`` and ``-ctk``/``-ctv`` (OLLAMA_FLASH_ATTENTION, OLLAMA_KV_CACHE_TYPE)."""
+    import xllamacpp
+
+    kinds = xllamacpp.llama_flash_attn_type
+    p.flash_attn_type = {"on": kinds.LLAMA_FLASH_ATTN_TYPE_ENABLED, "off": kinds.LLAMA_FLASH_ATTN_TYPE_DISABLED}.get(
+        spec.get("flash_attention", "auto"), kinds.LLAMA_FLASH_ATTN_TYPE_AUTO)
+    cache = getattr(xllamacpp.ggml_type, "GGML_TYPE_" + str(spec.get("cache_type", "f16")).upper())
+    p.cache_type_k = cache
+    p.cache_type_v = cache
 
 
 def _speculative(p: Any, spec: dict[str, Any], threads: int) -> None:
