@@ -16,9 +16,26 @@ import httpx
 
 from corral.inference import options
 
-MODEL = "smollm2:135m"
-SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"  # the bundled model's SYSTEM layer
-STOP = ["<|im_start|>", "<|im_end|>"]  # the bundled model's params layer (chatml.json)
+BASE_MODEL = "smollm2:135m"
+MODEL = "bench-smollm2:chatml"
+"""The bundled weights with Corral's ``chatml`` template, this SYSTEM and these stops, made at the start of every
+run (``create_bench_model``): the prompts the harness sends the bare engine are ChatML text it renders itself, and
+they stay byte-identical to Corral's whatever template the bundled model carries (Ollama's library smollm2 since
+issue 18)."""
+SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+STOP = ["<|im_start|>", "<|im_end|>"]  # chatml.json
+
+
+def create_bench_model(url: str) -> None:
+    """Make ``MODEL`` in the server's store: the bundled weights, Corral's chatml template, ``SYSTEM``, ``STOP``."""
+    from corral.authoring.bundled import builtin_template
+
+    template, _params = builtin_template("chatml")
+    body = {"model": MODEL, "from": BASE_MODEL, "template": template, "system": SYSTEM,
+            "parameters": {"stop": STOP}, "stream": False}
+    r = httpx.post(url + "/api/create", json=body, timeout=300)
+    if r.status_code != 200:
+        raise RuntimeError(f"cannot create {MODEL}: HTTP {r.status_code}: {r.text[:300]}")
 TIMEOUT = httpx.Timeout(300.0, connect=10.0)
 # Every measured request gets a connection of its own, on both sides: the engine closes its connection after each
 # streamed response, and a client that tries to reuse it races that close ("Server disconnected without sending a

@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 
 import httpx
 
+from benchmarks import clients
+
 ROOT = Path(__file__).resolve().parent.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 T = TypeVar("T")
@@ -101,6 +103,7 @@ def start_corral(tmp: Path, threads: int = 2, extra_env: dict[str, str] | None =
             raise RuntimeError(f"corral serve exited early:\n{log.read_text(errors='replace')[-3000:]}")
         with contextlib.suppress(httpx.HTTPError):
             if httpx.get(url + "/", timeout=1).status_code == 200:
+                clients.create_bench_model(url)
                 return started
         time.sleep(0.1)
     started.stop()
