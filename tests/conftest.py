@@ -78,6 +78,22 @@ class ServerProcess:
         return pids
 
 
+def engine_under_test() -> str | None:
+    """``CORRAL_ENGINE`` of the pytest run, as a path every test server can use: each server has a home of its own,
+    so an engine's name is resolved here, against the invoking environment's ``CORRAL_HOME``. Unset: the wheel.
+
+    ``CORRAL_ENGINE=2026.10.11549-cpu-native+rpc python -m pytest tests/...`` runs those tests on a built engine."""
+    value = os.environ.get("CORRAL_ENGINE", "").strip()
+    if not value or value == "wheel":
+        return None
+    from corral.engines import catalog
+
+    engine = catalog.resolve(value)
+    if engine is None:
+        return None
+    return str(engine.directory or engine.server)
+
+
 def start_server(tmp: Path, extra_env: dict[str, str] | None = None, models: Path | None = None) -> ServerProcess:
     port = free_port()
     home = tmp / "home"
@@ -93,6 +109,9 @@ def start_server(tmp: Path, extra_env: dict[str, str] | None = None, models: Pat
         # first tokens 12 s late under load with 2 threads, under 0.25 s with 1). Benchmarks use 2.
         "CORRAL_NUM_THREADS": "1",
     })
+    engine = engine_under_test()
+    if engine:
+        env["CORRAL_ENGINE"] = engine
     env.update(extra_env or {})
     log = tmp / f"server-{port}.log"
     with open(log, "wb") as out:

@@ -13,7 +13,7 @@ from typing import Any
 
 from corral import config
 from corral.inference import memory, options, speculative
-from corral.inference.runner import kvcache
+from corral.inference.runner import engines, kvcache
 from corral.inference.runner.spec import LaunchSpec
 from corral.store.model import Model
 
@@ -56,6 +56,7 @@ def plan(model: Model, opts: dict[str, Any], *, for_embedding: bool = False) -> 
         speculative=drafting.types,
         draft=drafting.draft,
         draft_max=drafting.draft_max,
+        rpc=engines.rpc_workers(generation=not (embedding or info.is_reranker)),
     )
     key = runner_key(model)
     if spec.pooling:
@@ -84,4 +85,4 @@ def _size(model: Model, spec: LaunchSpec) -> int:
     weights = model.model_path.stat().st_size + sum(p.stat().st_size for p in model.adapters)
     if spec.draft and model.draft is not None:
         weights += model.draft.stat().st_size
-    return memory.model_bytes(model.info, weights, spec.num_ctx, spec.parallel)
+    return engines.local_share(memory.model_bytes(model.info, weights, spec.num_ctx, spec.parallel), spec, model.info)

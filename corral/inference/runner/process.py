@@ -1,13 +1,17 @@
 """Runner processes: start, watch and stop the process that hosts an engine on one model.
 
 The server owns each runner: it starts it, waits until it serves, keeps the tail of its log for error messages, and
-kills it on unload. Two engines implement :class:`~corral.inference.runner.base.Runner`:
+kills it on unload. Two kinds implement :class:`~corral.inference.runner.base.Runner`:
 
 - :class:`WheelRunner`, the default: ``python -m corral.inference.runner.wheel`` hosts the ``xllamacpp`` wheel's
   engine. It reads its launch spec on stdin (so the API key never shows in the process list), listens on a Unix
   socket in a fresh 0700 directory, announces itself on stdout and dies with the server.
-- :class:`ServerBinaryRunner`: an external ``llama-server`` binary (``CORRAL_LLAMA_SERVER``) started with the same
-  options as flags, on a random loopback port.
+- :class:`ServerBinaryRunner`: a ``llama-server`` binary (an engine built by ``corral engine build``, or
+  ``CORRAL_LLAMA_SERVER``) started with the same settings as flags, and as private as the wheel's: a Unix socket
+  in a fresh 0700 directory, the API key read from stdin (``--api-key-file /dev/stdin``), never on the command
+  line, and the kernel kills it when the server dies.
+
+Which one runs is decided once per server, in :mod:`corral.engines.select`.
 """
 
 from __future__ import annotations
@@ -16,37 +20,50 @@ import abc
 import asyncio
 import collections
 import contextlib
+import ctypes
 import json
 import logging
 import os
 import secrets
 import shutil
-import socket
+import signal
 import sys
 import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
 
 from corral import config
+from corral.engines.catalog import Engine
 from corral.errors import RunnerError
 from corral.inference.runner.base import Runner
 from corral.inference.runner.client import RunnerClient
+from corral.inference.runner.placement import Placement
 from corral.inference.runner.spec import LaunchSpec
 
 log = logging.getLogger("corral.runner")
 
 
 def new_runner(spec: LaunchSpec) -> Runner:
-    """The runner for a launch: the external binary when one is configured, else the wheel's engine."""
-    binary = config.llama_server_binary()
-    if binary:
-        return ServerBinaryRunner(spec, binary)
-    return WheelRunner(spec)
+    """The runner for a launch, on the engine this server runs (chosen once: :func:`corral.engines.select.current`)."""
+    from corral.engines import select
+
+    engine = select.current().engine
+    if engine is None:
+        return WheelRunner(spec)
+    from corral.inference.runner.engines import EngineLaunch
+
+    return ServerBinaryRunner(spec, engine, EngineLaunch(spec, engine))
 
 
 class _EngineProcess(abc.ABC):
     """What both runners share: the child process, its log tail, and how it is stopped and explained."""
 
+    engine = "wheel"  # which engine runs the model, as /api/ps names it
+
     def __init__(self, spec: LaunchSpec) -> None:
         self.spec = spec
+        self.placement = Placement()  # where the engine put the model (from its load log), and what was planned
         self._api_key = secrets.token_urlsafe(24)
         self._proc: asyncio.subprocess.Process | None = None
         self._log_tail: collections.deque[str] = collections.deque(maxlen=40)
@@ -89,9 +106,11 @@ class _EngineProcess(abc.ABC):
     async def _launch(self) -> str:
         """Start the process and wait until its engine serves; returns its URL (the client is set by then)."""
 
-    async def _spawn(self, *args: str, stdin: int, stdout: int) -> asyncio.subprocess.Process:
+    async def _spawn(self, *args: str, stdin: int, stdout: int,
+                     preexec_fn: Callable[[], None] | None = None) -> asyncio.subprocess.Process:
         self._proc = await asyncio.create_subprocess_exec(
-            *args, stdin=stdin, stdout=stdout, stderr=asyncio.subprocess.PIPE, env=dict(os.environ), limit=1 << 20)
+            *args, stdin=stdin, stdout=stdout, stderr=asyncio.subprocess.PIPE, env=dict(os.environ), limit=1 << 20,
+            preexec_fn=preexec_fn)
         self._stderr_task = asyncio.create_task(self._drain_stderr())
         return self._proc
 
@@ -112,6 +131,7 @@ class _EngineProcess(abc.ABC):
                 return
             text = line.decode(errors="replace").rstrip()
             self._log_tail.append(text)
+            self.placement.add_line(text)
             if debug:
                 log.debug("runner %s: %s", self.pid, text)
 
@@ -166,32 +186,92 @@ class WheelRunner(_EngineProcess):
 
 
 class ServerBinaryRunner(_EngineProcess):
-    """An external ``llama-server`` binary: the same launch as command-line flags, on a random loopback port."""
+    """A ``llama-server`` binary: the same launch as command-line flags, on a Unix socket in a private directory."""
 
-    def __init__(self, spec: LaunchSpec, binary: str) -> None:
+    def __init__(self, spec: LaunchSpec, engine: Engine | str, plan: LaunchPlan | None = None) -> None:
         super().__init__(spec)
-        self.binary = binary
+        if isinstance(engine, str):
+            from corral.engines.catalog import external
+
+            engine = external(Path(engine))
+        self.binary = str(engine.server)
+        self.engine = engine.label
+        self._plan = plan
 
     async def _launch(self) -> str:
-        port = _free_port()
-        await self._spawn(*server_flags(self.spec, self.binary, port, self._api_key),
-                          stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
+        extra = await self._plan.prepare(self.placement) if self._plan is not None else []
+        self._socket_dir = tempfile.mkdtemp(prefix="corral-runner-")  # mode 0700: only this user can connect
+        sock = os.path.join(self._socket_dir, "engine.sock")
+        proc = await self._spawn(*server_flags(self.spec, self.binary, sock, extra=extra),
+                                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
+                                 preexec_fn=_die_with(os.getpid()))
+        assert proc.stdin is not None
+        with contextlib.suppress(OSError):  # an engine that died already is reported below
+            proc.stdin.write((self._api_key + "\n").encode())  # read by --api-key-file /dev/stdin
+            await proc.stdin.drain()
+            proc.stdin.close()
+        url = "unix://" + sock
         self._client = RunnerClient(url, self._api_key)
         while not await self._client.healthy():
             if not self.alive():
+                await proc.wait()
                 raise RunnerError(self._load_failure())
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.05)
         return url
 
+    def _load_failure(self) -> str:
+        message = super()._load_failure()
+        return self._plan.explain(message, list(self._log_tail)) if self._plan is not None else message
 
-def server_flags(spec: LaunchSpec, binary: str, port: int, api_key: str) -> list[str]:
-    """A launch spec as ``llama-server`` command-line flags."""
+    def exit_message(self) -> str:
+        message = super().exit_message()
+        return self._plan.explain(message, list(self._log_tail)) if self._plan is not None else message
+
+
+class LaunchPlan(Protocol):
+    """What an engine adds to a binary runner's launch (GPU layers, RPC workers): :mod:`.engines`."""
+
+    async def prepare(self, placement: Placement) -> list[str]:
+        """Extra ``llama-server`` flags for this load; raises RunnerError when it cannot load as configured."""
+
+    def explain(self, message: str, log_tail: list[str]) -> str:
+        """A failure message with what the engine's setup knows about it (a worker that went away)."""
+
+
+PR_SET_PDEATHSIG = 1
+_libc: ctypes.CDLL | None = None
+with contextlib.suppress(OSError):
+    _libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with(parent: int) -> Callable[[], None] | None:
+    """Run in the child between fork and exec: the kernel SIGKILLs it when the server dies (the wheel's child arms
+    the same signal itself)."""
+    if _libc is None or not sys.platform.startswith("linux"):
+        return None
+    prctl = _libc.prctl
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the server died before the call above
+            os._exit(1)
+
+    return arm
+
+
+def server_flags(spec: LaunchSpec, binary: str, listen: str, *, key_file: str = "/dev/stdin",
+                 extra: Sequence[str] = ()) -> list[str]:
+    """A launch spec as ``llama-server`` command-line flags: the engine settings the wheel's runner makes
+    (:func:`corral.inference.runner.wheel.build_params`). ``listen`` is a socket path ending in ``.sock`` or
+    ``HOST:PORT``; the API key is read from ``key_file``, never passed as an argument."""
     threads = str(spec.num_thread or (os.cpu_count() or 1))
+    host, port = (listen, "8080") if listen.endswith(".sock") else listen.rsplit(":", 1)
+    ubatch = spec.num_batch if spec.embedding else min(spec.num_batch, 512)  # an encoder's input in one micro-batch
     args = [
-        binary, "-m", spec.model, "--host", "127.0.0.1", "--port", str(port), "--api-key", api_key,
+        binary, "-m", spec.model, "--host", host, "--port", port, "--api-key-file", key_file,
         "-c", str(spec.num_ctx * spec.parallel), "-np", str(spec.parallel), "-b", str(spec.num_batch),
-        "-t", threads, "--jinja", "--slots", "--props", "--no-warmup", "--context-shift", "--keep", str(spec.num_keep),
+        "-ub", str(ubatch), "-t", threads, "-tb", threads, "--jinja", "--slots", "--props", "--no-warmup",
+        "--context-shift", "--keep", str(spec.num_keep),
     ]
     if spec.num_gpu >= 0:
         args += ["-ngl", str(spec.num_gpu)]
@@ -207,6 +287,7 @@ def server_flags(spec: LaunchSpec, binary: str, port: int, api_key: str) -> list
         args += ["--lora", adapter]
     if spec.slot_save_path:
         args += ["--slot-save-path", spec.slot_save_path]
+    args += extra
     if spec.speculative:
         args += ["--spec-type", ",".join(spec.speculative)]
     if spec.draft:
@@ -214,9 +295,3 @@ def server_flags(spec: LaunchSpec, binary: str, port: int, api_key: str) -> list
         if spec.num_gpu >= 0:
             args += ["--spec-draft-ngl", str(spec.num_gpu)]
     return args
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

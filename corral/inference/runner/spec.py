@@ -26,6 +26,8 @@ class LaunchSpec:
     speculative: list[str] = field(default_factory=list)
     draft: str | None = None
     draft_max: int = 0
+    # RPC workers (host:port) the layers are split over: CORRAL_RPC_SERVERS on an engine with RPC (corral.engines.rpc)
+    rpc: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
