@@ -14,7 +14,20 @@ from pathlib import Path
 
 import click
 
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+def exposure_warning(host: str, port: int) -> str | None:
+    """What to tell someone who binds a worker beyond loopback (None on loopback)."""
+    import ipaddress
+
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        return None
+    return (f"Warning: listening on {host}:{port}. RPC has no authentication and no encryption: anyone who can "
+            "reach this port can run computations on this machine's devices and read what they hold. Keep it on a "
+            "private network you trust.")
 
 
 @click.group("engine")
@@ -119,10 +132,9 @@ def worker(host: str, port: int, threads: int, no_cache: bool) -> None:
     binary = next((b for b in (e.tool(catalog.RPC_SERVER) for e in candidates) if b is not None), None)
     if binary is None:
         raise click.ClickException("no engine with RPC is built here: run 'corral engine build --rpc' first")
-    if host not in LOOPBACK:
-        click.echo(f"Warning: listening on {host}:{port}. RPC has no authentication and no encryption: anyone who "
-                   "can reach this port can run code on this machine's devices and read what they hold. Keep it on "
-                   "a private network you trust.", err=True)
+    warning = exposure_warning(host, port)
+    if warning:
+        click.echo(warning, err=True)
     cache = config.home() / "rpc-cache"
     cache.mkdir(parents=True, exist_ok=True)
     args = rpc.worker_command(binary, host, port, threads, cache=not no_cache)

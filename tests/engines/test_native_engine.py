@@ -1,0 +1,193 @@
+"""A native engine built by ``corral engine build`` against the wheel, through two real servers side by side.
+
+The engine is built once per session (tests/engines/conftest.py). Each check runs the same request on a server on
+the wheel and one on the native engine: the same greedy text, structured output that parses and matches, embeddings
+that agree, the KV cache saved and restored, and a runner as private as the wheel's (a Unix socket in a 0700
+directory, no key on its command line or in its environment).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import jsonschema
+import pytest
+
+from corral.engines.catalog import Engine
+from tests.conftest import MODEL, ServerProcess, running_server
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
+
+GREEDY = {"temperature": 0, "seed": 1, "num_predict": 48}
+MINILM = "all-minilm"
+
+
+@pytest.fixture(scope="module")
+def wheel_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with running_server(tmp_path_factory.mktemp("wheel"), {"CORRAL_ENGINE": "wheel"}) as srv:
+        yield srv
+
+
+@pytest.fixture(scope="module")
+def native_server(tmp_path_factory: pytest.TempPathFactory, native_engine: Engine) -> Iterator[ServerProcess]:
+    assert native_engine.directory is not None
+    with running_server(tmp_path_factory.mktemp("native"), {"CORRAL_ENGINE": str(native_engine.directory)}) as srv:
+        yield srv
+
+
+def generate(server: ServerProcess, **body: object) -> dict:
+    r = httpx.post(server.url + "/api/generate", timeout=300,
+                   json={"model": MODEL, "stream": False, "options": GREEDY, **body})
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def test_the_server_says_which_engine_runs_the_models(native_server: ServerProcess, wheel_server: ServerProcess,
+                                                      native_engine: Engine) -> None:
+    assert f"engine: {native_engine.label} ({native_engine.server}, CORRAL_ENGINE)" in native_server.log_text()
+    assert "engine: wheel (xllamacpp" in wheel_server.log_text()
+    generate(native_server, prompt="Hi")
+    generate(wheel_server, prompt="Hi")
+    native = httpx.get(native_server.url + "/api/ps").json()["models"][0]
+    wheel = httpx.get(wheel_server.url + "/api/ps").json()["models"][0]
+    assert native["engine"] == native_engine.label == "cpu-native+rpc"
+    assert wheel["engine"] == "wheel"
+    for ps in (native, wheel):  # the engine's own buffers: all on the CPU here
+        assert ps["size_vram"] == 0
+        assert [d["name"] for d in ps["devices"]] == ["CPU"] and ps["devices"][0]["size"] > 50 << 20
+        assert "rpc" not in ps
+
+
+def test_greedy_output_is_the_wheels(native_server: ServerProcess, wheel_server: ServerProcess) -> None:
+    for body in ({"prompt": "Why is the sky blue?"},
+                 {"raw": True, "prompt": "The capital of France is"},
+                 {"prompt": "Write a haiku about rivers.", "options": {**GREEDY, "num_ctx": 2048}}):
+        native, wheel = generate(native_server, **body), generate(wheel_server, **body)
+        assert native["response"] == wheel["response"], body
+        assert native["eval_count"] == wheel["eval_count"] and native["prompt_eval_count"] == wheel[
+            "prompt_eval_count"]
+
+
+SCHEMA = {"type": "object", "properties": {"name": {"type": "string", "maxLength": 20},
+                                           "age": {"type": "integer", "minimum": 0, "maximum": 150},
+                                           "tags": {"type": "array", "items": {"enum": ["a", "b", "c"]},
+                                                    "maxItems": 3}},
+          "required": ["name", "age", "tags"], "additionalProperties": False}
+
+
+def test_structured_output_is_valid_on_both_engines(native_server: ServerProcess,
+                                                    wheel_server: ServerProcess) -> None:
+    """The native build has no llguidance: the engine's own JSON-schema-to-grammar converter constrains it."""
+    for server in (native_server, wheel_server):
+        out = generate(server, prompt="Describe a person as JSON.", format=SCHEMA,
+                       options={**GREEDY, "num_predict": 96})
+        jsonschema.validate(json.loads(out["response"]), SCHEMA)
+        anything = generate(server, prompt="Give me a JSON object about cats.", format="json",
+                            options={**GREEDY, "num_predict": 64})
+        assert isinstance(json.loads(anything["response"]), dict)
+        bad = httpx.post(server.url + "/api/generate", timeout=60, json={
+            "model": MODEL, "prompt": "x", "stream": False, "format": {"type": "object", "required": "name"}})
+        assert bad.status_code == 400 and "invalid JSON schema" in bad.json()["error"]
+
+
+def test_embeddings_agree_with_the_wheels(native_server: ServerProcess, wheel_server: ServerProcess) -> None:
+    inputs = ["The cat sits on the mat.", "Stock markets fell sharply today.", "A long sentence. " * 40]
+    for model in (MINILM, MODEL):
+        vectors = []
+        for server in (native_server, wheel_server):
+            r = httpx.post(server.url + "/api/embed", json={"model": model, "input": inputs}, timeout=300)
+            assert r.status_code == 200, r.text
+            vectors.append(r.json()["embeddings"])
+        for a, b in zip(*vectors, strict=True):
+            cos = sum(x * y for x, y in zip(a, b, strict=True))
+            assert math.isclose(cos, 1.0, abs_tol=1e-3), (model, cos)
+
+
+def test_kv_cache_is_saved_and_restored(tmp_path: Path, native_engine: Engine) -> None:
+    system = "You are a careful assistant. " + " ".join(f"Rule {i}: answer item {i} politely." for i in range(80))
+    assert native_engine.directory is not None
+    with running_server(tmp_path, {"CORRAL_ENGINE": str(native_engine.directory)}) as srv:
+        def ask(question: str) -> dict:
+            return httpx.post(srv.url + "/api/chat", timeout=300, json={
+                "model": MODEL, "stream": False, "options": GREEDY,
+                "messages": [{"role": "system", "content": system}, {"role": "user", "content": question}]}).json()
+
+        cold = ask("Hi")
+        assert cold["prompt_eval_count"] > 500
+        httpx.post(srv.url + "/api/chat", json={"model": MODEL, "messages": [], "keep_alive": 0}, timeout=60)
+        assert httpx.get(srv.url + "/api/ps").json()["models"] == []
+        saved = list((srv.home / "kvcache").glob("*/slot-*.bin"))
+        assert saved and all(p.stat().st_size > 0 for p in saved)
+        warm = ask("Hello")
+        assert warm["load_duration"] > 0 and warm["prompt_eval_count"] < 40
+        assert "restored KV cache" in srv.log_text()
+
+
+def _engine_runner(server: ServerProcess, engine: Engine) -> int:
+    pids = [pid for pid in server.runner_pids()
+            if Path(f"/proc/{pid}/exe").resolve() == engine.server.resolve()]
+    assert len(pids) == 1, server.runner_pids()
+    return pids[0]
+
+
+def test_the_runner_is_private(native_server: ServerProcess, native_engine: Engine) -> None:
+    generate(native_server, prompt="Hi")
+    pid = _engine_runner(native_server, native_engine)
+    argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert b"--api-key" not in argv and argv[argv.index(b"--api-key-file") + 1] == b"/dev/stdin"
+    environ = Path(f"/proc/{pid}/environ").read_bytes()
+    assert b"LLAMA_API_KEY" not in environ and b"LLAMA_ARG_API_KEY" not in environ
+    sock = argv[argv.index(b"--host") + 1].decode()
+    assert sock.endswith("/engine.sock") and stat.S_ISSOCK(os.stat(sock).st_mode)
+    assert stat.S_IMODE(os.stat(os.path.dirname(sock)).st_mode) == 0o700
+    assert not _listens_on_tcp(pid)
+    # the socket itself answers only with the key the server holds
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(sock)
+        s.sendall(b"GET /slots HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        head = s.recv(200)
+    assert head.startswith(b"HTTP/1.1 401")
+
+
+def _listens_on_tcp(pid: int) -> bool:
+    """Whether ``pid`` holds a listening TCP socket (from /proc/<pid>/fd and /proc/net/tcp{,6})."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # state LISTEN
+                return True
+    return False
+
+
+def test_the_runner_dies_with_a_killed_server(tmp_path: Path, native_engine: Engine) -> None:
+    import signal
+    import time
+
+    assert native_engine.directory is not None
+    with running_server(tmp_path, {"CORRAL_ENGINE": str(native_engine.directory)}) as srv:
+        generate(srv, prompt="Hi")
+        pid = _engine_runner(srv, native_engine)
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.proc.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and Path(f"/proc/{pid}").exists() and \
+                Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            time.sleep(0.1)
+        alive = Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[
+            0] != "Z"
+        assert not alive
