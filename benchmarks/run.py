@@ -3,6 +3,7 @@
     python -m benchmarks            # full run, a few minutes on a 2-core machine
     python -m benchmarks --quick    # smoke run
     python -m benchmarks --speculative [--quick]   # speculative decoding on and off (benchmarks/speculative.py)
+    python -m benchmarks --engines [--engine NAME] [--rounds N] [--quick]   # native engine vs wheel vs anchors
 
 It starts ``corral serve`` (fresh temporary store, the bundled ``smollm2:135m``) and, beside it, the same engine
 driven directly (``benchmarks/direct_engine.py``: the same ``xllamacpp`` build, model, context, slots and threads).
@@ -610,16 +611,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--markdown", type=Path, metavar="JSON", help="print the table of an earlier run as Markdown")
     ap.add_argument("--speculative", action="store_true",
                     help="instead: decode speed with and without speculative decoding (benchmarks/speculative.py)")
+    ap.add_argument("--engines", action="store_true",
+                    help="instead: Corral on a native engine and on the wheel, with llama-server alone and "
+                         "llama-bench as anchors (benchmarks/engines.py)")
+    ap.add_argument("--engine", help="with --engines: the engine's name or path (default: the best one built)")
+    ap.add_argument("--rounds", type=int, default=0, help="with --engines: interleaved rounds (default 5)")
     args = ap.parse_args(argv)
     if args.markdown:
         earlier = json.loads(args.markdown.read_text())
-        if earlier.get("kind") == "speculative":
+        if earlier.get("kind") == "engines":
+            from benchmarks import engines
+
+            print(engines.markdown(earlier))
+        elif earlier.get("kind") == "speculative":
             from benchmarks import speculative
 
             print(speculative.markdown(earlier))
         else:
             print(markdown(earlier["summary"]))
         return 0
+    if args.engines:
+        from benchmarks import engines
+
+        signal.signal(signal.SIGTERM, _terminate)
+        return engines.run(args.quick, args.engine, args.rounds, args.out)
     if args.speculative:
         from benchmarks import speculative
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import json
 import os
 import re
@@ -261,6 +262,26 @@ def build(opts: BuildOptions, progress: Progress) -> Engine:
     if (dest / META).is_file() and not opts.force:
         return catalog.load(dest)
     cc, cxx = find_compiler()
+    lock_dir = catalog.engines_dir() / ".build"
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    with open(lock_dir / f"{opts.name}.lock", "w") as lock:
+        if _busy(lock):
+            progress("source", 0, 0, "waiting for another build of the same engine")
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one build per engine at a time; the kernel releases it if we die
+        if (dest / META).is_file() and not opts.force:  # built by the one we waited for
+            return catalog.load(dest)
+        return _build_locked(opts, dest, cc, cxx, progress, started)
+
+
+def _busy(lock: object) -> bool:
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # type: ignore[arg-type]
+    except BlockingIOError:
+        return True
+    return False
+
+
+def _build_locked(opts: BuildOptions, dest: Path, cc: str, cxx: str, progress: Progress, started: float) -> Engine:
     cmake, ninja = find_build_tools(progress)
     source = opts.source.resolve() if opts.source else fetch_source(opts.version, progress)
     if not (source / "CMakeLists.txt").is_file():

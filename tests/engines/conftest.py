@@ -1,7 +1,7 @@
 """The native engine the engine tests run on: built once per session with ``corral engine build --rpc``.
 
-The build (about ten minutes on two idle cores) goes to ``CORRAL_TEST_ENGINE_CACHE`` when that is set, so a machine
-that has built this llama.cpp version once reuses it (``.ci/run`` sets it); otherwise to a session directory.
+The build (about ten minutes on two idle cores) goes to ``CORRAL_TEST_ENGINE_CACHE`` (default
+``~/.cache/corral-test-engines``), so a machine that has built this llama.cpp version once reuses it.
 ``CORRAL_ENGINE`` pointing at a built engine with RPC is used as it is, with no build.
 """
 
@@ -25,7 +25,7 @@ def _usable(engine: catalog.Engine | None) -> bool:
 
 
 @pytest.fixture(scope="session")
-def native_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[catalog.Engine]:
+def native_engine() -> Iterator[catalog.Engine]:
     """A ``cpu-native+rpc`` engine of the installed xllamacpp's llama.cpp."""
     given = os.environ.get("CORRAL_ENGINE", "").strip()
     if given and given != catalog.WHEEL:
@@ -35,7 +35,7 @@ def native_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[catalog.
             yield engine
             return
     cache = os.environ.get("CORRAL_TEST_ENGINE_CACHE")
-    home = Path(cache) if cache else tmp_path_factory.mktemp("engine-home")
+    home = Path(cache) if cache else Path.home() / ".cache" / "corral-test-engines"
     home.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CORRAL_", "OLLAMA_"))}
     env["CORRAL_HOME"] = str(home)
