@@ -108,9 +108,11 @@ class EngineLaunch:
 
     def explain(self, message: str, log_tail: list[str]) -> str:
         """Name the RPC worker that went away when the engine died of a broken RPC connection."""
-        if not self.workers or not any(marker in line for line in log_tail for marker in _RPC_FAILURE):
+        if not self.workers:
             return message
         gone = [s for s in self.workers if not rpc.reachable(s, timeout=0.3)]
+        if not gone and not any(marker in line for line in log_tail for marker in _RPC_FAILURE):
+            return message
         who = f"RPC worker {', '.join(gone)}" if gone else f"an RPC worker ({', '.join(self.workers)})"
         return f"{who} stopped answering, and the model's runner died with it; the next request loads the model " \
                f"without it ({message})"

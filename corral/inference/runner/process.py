@@ -80,11 +80,20 @@ class _EngineProcess(abc.ABC):
         return self._proc.pid if self._proc else None
 
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.returncode is None
+        """Running, and not a zombie: a connection to an engine that has just died breaks before the event loop has
+        reaped it, and the error should already say that it died (and why)."""
+        if self._proc is None or self._proc.returncode is not None:
+            return False
+        try:
+            state = Path(f"/proc/{self._proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return True  # no /proc: trust the event loop
+        return state != "Z"
 
     def exit_message(self) -> str:
         code = self._proc.returncode if self._proc else None
-        status = f"exit status {code}" if code is not None and code >= 0 else f"signal {-(code or 0)}"
+        # not reaped yet (a zombie): the status is not known
+        status = "it exited" if code is None else f"exit status {code}" if code >= 0 else f"signal {-code}"
         detail = next((line for line in reversed(self._log_tail) if " E " in line or "error" in line.lower()), "")
         return f"llama-server process no longer running: {status} {detail}".strip()
 
