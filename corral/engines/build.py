@@ -173,7 +173,9 @@ def _has_cublas(root: Path) -> bool:
         (root / lib / "libcublas.so").exists() for lib in ("lib64", "lib", "targets/x86_64-linux/lib"))
 
 
-PYPI_CUDA = ["nvidia-cuda-nvcc-cu12", "nvidia-cuda-runtime-cu12", "nvidia-cublas-cu12", "nvidia-cuda-cccl-cu12"]
+# CUDA 13's wheels: the CUDA 12 compiler wheel (nvidia-cuda-nvcc-cu12 12.9.86) holds ptxas but no nvcc driver.
+PYPI_CUDA = ["nvidia-cuda-nvcc", "nvidia-cuda-crt", "nvidia-nvvm", "nvidia-cuda-runtime", "nvidia-cublas",
+             "nvidia-cuda-cccl"]
 
 
 def _pypi_cuda(progress: Progress) -> Path:
@@ -190,7 +192,9 @@ def _pypi_cuda(progress: Progress) -> Path:
     shutil.rmtree(root, ignore_errors=True)
     for sub in ("bin", "include", "lib64", "nvvm"):
         (root / sub).mkdir(parents=True, exist_ok=True)
-    for package in sorted(p for p in nvidia.iterdir() if p.is_dir()):
+    packages = [p for p in nvidia.iterdir() if p.is_dir() and not p.name.startswith("__")]
+    for package in sorted([*packages, *(q for p in packages for q in p.iterdir() if (q / "bin").is_dir() or
+                                        (q / "include").is_dir())]):
         for sub, dest in (("bin", "bin"), ("include", "include"), ("lib", "lib64"), ("nvvm", "nvvm")):
             src = package / sub
             if not src.is_dir():
@@ -203,6 +207,9 @@ def _pypi_cuda(progress: Progress) -> Path:
         plain = root / "lib64" / (lib.name.split(".so.")[0] + ".so")
         if not plain.exists():
             plain.symlink_to(lib)
+    if not (root / "bin" / "nvcc").exists():
+        raise EngineError("NVIDIA's PyPI wheels gave no nvcc here: install a CUDA toolkit (developer.nvidia.com/cuda) "
+                          "and set CUDA_PATH")
     return root
 
 
