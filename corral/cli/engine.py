@@ -55,16 +55,20 @@ def build_cmd(cpu_native: bool, cuda: bool, vulkan: bool, rpc: bool, jobs: int, 
                               keep_build=keep_build, force=force)
     if source is not None and not opts.version:
         opts.version = "local"
+    from corral.engines import catalog
+
+    existed = (catalog.engines_dir() / opts.name / catalog.META).is_file() and not force
     started = time.monotonic()
     try:
         with _BuildDisplay(opts.name) as display:
             built = build.build(opts, display.update)
     except EngineError as exc:
         raise click.ClickException(str(exc)) from None
-    took = time.monotonic() - started
-    verb = "built" if took > 5 else "already built:"
-    click.echo(f"{verb} {built.name} ({built.server.parent.parent}) in {_duration(took)}" if took > 5 else
-               f"{verb} {built.name} ({built.server.parent.parent}); --force rebuilds it")
+    where = built.directory or built.server.parent
+    if existed:
+        click.echo(f"already built: {built.name} ({where}); --force rebuilds it")
+        return
+    click.echo(f"built {built.name} ({where}) in {_duration(time.monotonic() - started)}")
     click.echo("Restart the server to run models on it ('corral engine list' shows which engine serves).")
 
 

@@ -78,7 +78,8 @@ class InferenceService:
                 vram = size
             out.append(RunningModel(model=model, size=size, expires_at=expires, context_length=entry.spec.num_ctx,
                                     parallel=entry.spec.parallel, slots_busy=slots_busy, engine=entry.runner.engine,
-                                    size_vram=vram, devices=tuple(placement.shares()), rpc=tuple(placement.rpc)))
+                                    size_vram=vram, devices=tuple(placement.shares()) or (("CPU", size),),
+                                    rpc=tuple(placement.rpc)))
         return out
 
     # -- generation ---------------------------------------------------------------------------------------------

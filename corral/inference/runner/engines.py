@@ -52,10 +52,13 @@ class EngineLaunch:
         self.workers: list[str] = []
 
     async def prepare(self, placement: Placement) -> list[str]:
+        # llama.cpp logs its buffers (what /api/ps reports per device) at verbosity 4, about 30 lines per request
+        # beyond the default; only where there is more than this machine's RAM to report
+        trace = ["-lv", "4"]
         if self.spec.rpc:
-            return await self._rpc(placement)
-        if self.engine.gpu and self.spec.num_gpu < 0:
-            return await asyncio.to_thread(self._gpu, placement)
+            return trace + await self._rpc(placement)
+        if self.engine.gpu:
+            return trace + (await asyncio.to_thread(self._gpu, placement) if self.spec.num_gpu < 0 else [])
         return []
 
     async def _rpc(self, placement: Placement) -> list[str]:

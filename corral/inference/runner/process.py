@@ -211,14 +211,19 @@ class ServerBinaryRunner(_EngineProcess):
         extra = await self._plan.prepare(self.placement) if self._plan is not None else []
         self._socket_dir = tempfile.mkdtemp(prefix="corral-runner-")  # mode 0700: only this user can connect
         sock = os.path.join(self._socket_dir, "engine.sock")
-        proc = await self._spawn(*server_flags(self.spec, self.binary, sock, extra=extra),
-                                 stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.DEVNULL,
-                                 preexec_fn=_die_with(os.getpid()))
-        assert proc.stdin is not None
-        with contextlib.suppress(OSError):  # an engine that died already is reported below
-            proc.stdin.write((self._api_key + "\n").encode())  # read by --api-key-file /dev/stdin
-            await proc.stdin.drain()
-            proc.stdin.close()
+        # The key goes into a pipe that becomes the engine's stdin, read with --api-key-file /dev/stdin: a real pipe,
+        # since /dev/stdin cannot be opened on the socket pair an event loop's PIPE may be. It fits the pipe's
+        # buffer, so it is written and closed before the engine starts.
+        read_end, write_end = os.pipe()
+        try:
+            os.write(write_end, (self._api_key + "\n").encode())
+            os.close(write_end)
+            proc = await self._spawn(*server_flags(self.spec, self.binary, sock, extra=extra), stdin=read_end,
+                                     stdout=asyncio.subprocess.DEVNULL, preexec_fn=_die_with(os.getpid()))
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(write_end)
+            os.close(read_end)
         url = "unix://" + sock
         self._client = RunnerClient(url, self._api_key)
         while not await self._client.healthy():
@@ -284,8 +289,8 @@ def server_flags(spec: LaunchSpec, binary: str, listen: str, *, key_file: str = 
     ]
     if spec.num_gpu >= 0:
         args += ["-ngl", str(spec.num_gpu)]
-    if spec.use_mmap is False:
-        args.append("--no-mmap")
+    if spec.use_mmap is False:  # this llama.cpp has no --no-mmap; the wheel's runner sets the same load mode
+        args += ["--load-mode", "none"]
     if spec.embedding:
         args.append("--embedding")
     if spec.reranking:
