@@ -227,12 +227,13 @@ def test_remove_refuses_what_is_not_an_engine(home: Path) -> None:
     assert catalog.installed() == []
 
 
-# The lines below are llama.cpp's own, from a load on the native engine and one split over two RPC workers.
+# Lines in llama.cpp's format (-lv 4): a load split over two RPC workers (each names its device RPC0[endpoint]), with
+# a CUDA device's and pinned host memory's buffers added.
 LOAD_LOG = """\
 load_tensors: offloaded 21/31 layers to GPU
 load_tensors:   CPU_Mapped model buffer size =    37.20 MiB
 load_tensors: RPC0[127.0.0.1:50101] model buffer size =    28.83 MiB
-load_tensors: RPC1[127.0.0.1:50102] model buffer size =    37.34 MiB
+load_tensors: RPC0[127.0.0.1:50102] model buffer size =    37.34 MiB
 llama_context:        CPU  output buffer size =     1.95 MiB
 llama_kv_cache:        CPU KV buffer size =    30.00 MiB
 llama_kv_cache: RPC0[127.0.0.1:50101] KV buffer size =    30.00 MiB
@@ -249,7 +250,7 @@ def test_the_engines_buffer_log_says_where_the_model_is() -> None:
     for line in LOAD_LOG.splitlines():
         placement.add_line(line)
     shares = dict(placement.shares())
-    assert set(shares) == {"CPU", "RPC0[127.0.0.1:50101]", "RPC1[127.0.0.1:50102]", "CUDA0"}
+    assert set(shares) == {"CPU", "RPC0[127.0.0.1:50101]", "RPC0[127.0.0.1:50102]", "CUDA0"}
     assert shares["CPU"] == sum(int(x * (1 << 20)) for x in (37.20, 1.95, 30.00, 4.01))
     assert placement.size_vram == 120 * (1 << 20)  # only CUDA0 is GPU memory; RPC workers and host buffers are not
     assert Placement(planned_vram=5).size_vram == 5  # the plan stands in until the engine has said
