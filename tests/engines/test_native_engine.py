@@ -13,6 +13,8 @@ import math
 import os
 import socket
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,7 +23,7 @@ import jsonschema
 import pytest
 
 from corral.engines.catalog import Engine
-from tests.conftest import MODEL, ServerProcess, running_server
+from tests.conftest import MODEL, ServerProcess, free_port, running_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(3600)]
 
@@ -200,3 +202,25 @@ def test_the_runner_dies_with_a_killed_server(tmp_path: Path, native_engine: Eng
         alive = Path(f"/proc/{pid}").exists() and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[
             0] != "Z"
         assert not alive
+
+
+def _corral(*args: str, home: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("CORRAL_", "OLLAMA_"))}
+    return subprocess.run([sys.executable, "-m", "corral", *args], env={**clean, "CORRAL_HOME": str(home), **env},
+                          capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+
+
+def test_engine_commands(native_engine: Engine, tmp_path: Path) -> None:
+    assert native_engine.directory is not None
+    home = native_engine.directory.parent.parent
+    listed = _corral("engine", "list", home=home)
+    assert listed.returncode == 0
+    row = next(line for line in listed.stdout.splitlines() if line.startswith(native_engine.name))
+    assert "cpu-native+rpc" in row and "serves" in row
+    assert "A server started now would use cpu-native+rpc" in listed.stderr
+    again = _corral("engine", "build", "--rpc", home=home)
+    assert again.returncode == 0 and f"already built: {native_engine.name}" in again.stdout
+    bad = _corral("serve", home=tmp_path, CORRAL_ENGINE="no-such-engine", CORRAL_HOST=f"127.0.0.1:{free_port()}")
+    assert bad.returncode == 1
+    assert bad.stderr.strip().splitlines()[-1].startswith("Error: CORRAL_ENGINE=no-such-engine: no such engine")
+    assert "Traceback" not in bad.stderr

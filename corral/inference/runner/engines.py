@@ -28,10 +28,13 @@ _RPC_FAILURE = ("Remote RPC server crashed", "Failed to connect to", "RPC handsh
 def rpc_workers(*, generation: bool) -> list[str]:
     """The workers a new runner splits its model over: ``CORRAL_RPC_SERVERS`` for generation runners on an engine
     with RPC. Embedding and rerank runners stay local (an rpc-server serves one client at a time)."""
-    engine = select.current().engine
-    if not generation or engine is None or not engine.rpc:
+    if not generation:
         return []
-    return rpc.servers()
+    workers = rpc.servers()
+    if not workers:  # asked first: without workers the engine need not be known (nor resolvable in this process)
+        return []
+    engine = select.current().engine
+    return workers if engine is not None and engine.rpc else []
 
 
 def local_share(size: int, spec: LaunchSpec, info: GGUFInfo) -> int:
