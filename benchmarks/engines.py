@@ -18,6 +18,7 @@ with the load average, since the machine is shared. Targets: Corral on the nativ
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import os
 import subprocess
@@ -158,6 +159,7 @@ def run(quick: bool, engine_name: str | None, rounds: int | None, out_path: Path
     samples: dict[str, dict[str, list[float]]] = {t: {"decode": [], "prefill": [], "agg1": [], "agg4": []}
                                                   for t in TARGETS}
     bench: dict[str, list[float]] = {"decode": [], "prefill": []}
+    gate = procs.Gate(procs.CpuMeter([]), enabled=False)
     loads: list[float] = []
     with tempfile.TemporaryDirectory(prefix="corral-bench-engines-") as tmp_name:
         tmp = Path(tmp_name)
@@ -172,6 +174,10 @@ def run(quick: bool, engine_name: str | None, rounds: int | None, out_path: Path
             t = Targets(servers, texts)
             for name in TARGETS:  # load, and warm the prompt cache of the decode prompt
                 t.generate(name, DECODE_PROMPT, 8)
+            # Each trial waits for a quiet moment and is rerun when other processes took the CPU during it
+            # (procs.Gate): on two cores a busy neighbour stalls the engine's threads at every barrier.
+            meter = procs.CpuMeter([s.pid for s in servers.values()])
+            gate = procs.Gate(meter, budget_s=60.0 if quick else 900.0)
             ps = httpx.get(servers["corral_native"].url + "/api/ps").json()["models"]
             result["corral_native_engine"] = ps[0].get("engine") if ps else None
             for r in range(plan.rounds):
@@ -184,15 +190,15 @@ def run(quick: bool, engine_name: str | None, rounds: int | None, out_path: Path
                     ("agg1", lambda n: t.aggregate(n, 1, plan)), ("agg4", lambda n: t.aggregate(n, 4, plan))]
                 for key, fn in measures:
                     for name in order:
-                        samples[name][key].append(fn(name))
-                anchor = llama_bench(engine, model, plan)
+                        samples[name][key].append(gate.run(functools.partial(fn, name)))
+                anchor = gate.run(lambda: llama_bench(engine, model, plan))
                 for key, value in anchor.items():
                     bench[key].append(value)
         finally:
             for s in servers.values():
                 s.stop()
     result.update(samples=samples, llama_bench=bench, loadavg_rounds=loads, loadavg_end=procs.loadavg(),
-                  seconds=round(time.monotonic() - t0))
+                  seconds=round(time.monotonic() - t0), gate=gate.report())
     result["medians"] = {name: {k: median(v) for k, v in m.items()} for name, m in samples.items()}
     result["llama_bench_medians"] = {k: median(v) for k, v in bench.items()}
     result["summary"] = summary(result)
@@ -223,7 +229,7 @@ def markdown(result: dict[str, Any]) -> str:
     loads = result.get("loadavg_rounds") or [float("nan")]
     lines = [f"Engine `{result['engine']['name']}`; {result['machine'].get('cpu')}, {result['machine'].get('nproc')} "
              f"cores; {len(result['samples']['alone']['decode'])} rounds; load average (1 min) at each round "
-             f"{', '.join(f'{x:.1f}' for x in loads)}; {result['started']}.", "",
+             f"{', '.join(f'{x:.1f}' for x in loads)}; {result['started']}; gate: {_gate_text(result)}.", "",
              "| tok/s (median) | decode | prefill | 1 client | 4 clients |", "|---|---|---|---|---|"]
 
     def cell(v: float) -> str:
@@ -242,3 +248,9 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"| {row['check']} | {row['ratio']:.3f}x | >= {row['target']}x | "
                      f"{'**PASS**' if row['pass'] else '**FAIL**'} |")
     return "\n".join(lines)
+
+
+def _gate_text(result: dict[str, Any]) -> str:
+    g = result.get("gate") or {}
+    return (f"{g.get('trials')} trials, {g.get('reruns')} rerun as disturbed, {g.get('noisy_trials_kept')} kept "
+            f"disturbed, {g.get('waited_s')} s waited, median others' CPU {g.get('median_foreign_pct')} %")
