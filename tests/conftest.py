@@ -21,6 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from corral.engines import catalog
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -86,8 +88,6 @@ def engine_under_test() -> str | None:
     value = os.environ.get("CORRAL_ENGINE", "").strip()
     if not value or value == "wheel":
         return None
-    from corral.engines import catalog
-
     engine = catalog.resolve(value)
     if engine is None:
         return None
@@ -181,6 +181,46 @@ def long_request(num_predict: int) -> dict[str, object]:
     """A raw counting prompt: greedy decoding keeps counting, so a stream stays busy as long as a test needs."""
     return {"model": MODEL, "raw": True, "prompt": ", ".join(str(i) for i in range(1, 41)) + ",",
             "options": {"num_predict": num_predict, "temperature": 0}}
+
+
+# -- the native engine of the engine tests (tests/engines/) ------------------------------------------------------------
+# Built once per session with ``corral engine build --rpc`` (about ten minutes on two idle cores) into
+# ``CORRAL_TEST_ENGINE_CACHE`` (default ``~/.cache/corral-test-engines``), so a machine that has built this llama.cpp
+# version once reuses it. ``CORRAL_ENGINE`` naming a built engine with RPC is used as it is, with no build.
+
+ENGINE_BUILD_TIMEOUT = 3600
+
+
+def _usable_engine(engine: catalog.Engine | None) -> bool:
+    return engine is not None and engine.directory is not None and engine.rpc and engine.runs_here() is None
+
+
+@pytest.fixture(scope="session")
+def native_engine() -> Iterator[catalog.Engine]:
+    """A ``cpu-native+rpc`` engine of the installed xllamacpp's llama.cpp."""
+    given = os.environ.get("CORRAL_ENGINE", "").strip()
+    if given and given != catalog.WHEEL:
+        engine = catalog.resolve(given)
+        if _usable_engine(engine):
+            assert engine is not None
+            yield engine
+            return
+    cache = os.environ.get("CORRAL_TEST_ENGINE_CACHE")
+    home = Path(cache) if cache else Path.home() / ".cache" / "corral-test-engines"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CORRAL_", "OLLAMA_"))}
+    env["CORRAL_HOME"] = str(home)
+    name = f"{catalog.wheel_version()}-{catalog.variant_name(rpc=True)}"
+    if not (home / "engines" / name / catalog.META).is_file():
+        log = home / "test-engine-build.log"
+        with open(log, "wb") as out:
+            done = subprocess.run([sys.executable, "-m", "corral", "engine", "build", "--rpc"], env=env,
+                                  stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  timeout=ENGINE_BUILD_TIMEOUT)
+        assert done.returncode == 0, f"corral engine build --rpc failed:\n{log.read_text(errors='replace')[-3000:]}"
+    engine = catalog.load(home / "engines" / name)
+    assert engine.runs_here() is None
+    yield engine
 
 
 # -- the e2e guard ---------------------------------------------------------------------------------------------------

@@ -606,9 +606,9 @@ def test_help_lists_commands_in_ollamas_order() -> None:
     code, out, _ = cli(["--help"])
     assert code == 0
     names = re.findall(r"^  (\w+)\s", out.split("Commands:")[1], re.M)
-    # Ollama's commands in Ollama's order, then Corral's own (export, import, ui), then help
+    # Ollama's commands in Ollama's order, then Corral's own (export, import, ui, engine, worker), then help
     assert names == ["serve", "create", "show", "run", "stop", "pull", "push", "list", "ps", "cp", "rm",
-                     "export", "import", "ui", "help"]
+                     "export", "import", "ui", "engine", "worker", "help"]
     code, out, _ = cli(["help", "run"])
     assert code == 0 and "Usage: corral run" in out and "OLLAMA_NOHISTORY" in out
 
