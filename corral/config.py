@@ -6,6 +6,7 @@ deployments (compose files, systemd units) keep working. Values are read fresh o
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -122,17 +123,31 @@ def parse_go_duration(text: str) -> float:
     return sign * total
 
 
+KEEP_ALIVE_MAX = 1e9
+"""Seconds (about 31 years): a longer keep-alive means "forever", so every timer the scheduler arms is finite."""
+
+
+def bounded_keep_alive(seconds: float) -> float:
+    """A keep-alive in seconds the scheduler can arm: negative or beyond ``KEEP_ALIVE_MAX`` (infinity included) is
+    forever (-1). NaN is no duration at all: ValueError."""
+    if math.isnan(seconds):
+        raise ValueError("invalid keep_alive: not a number")
+    if seconds < 0 or seconds >= KEEP_ALIVE_MAX:
+        return -1.0
+    return float(seconds)
+
+
 def keep_alive_default() -> float:
     """Seconds; negative means forever. ``OLLAMA_KEEP_ALIVE`` accepts a bare integer as seconds."""
     value = env("KEEP_ALIVE")
     if value is None:
         return 300.0
     try:
-        return float(int(value))
+        return bounded_keep_alive(float(int(value)))
     except ValueError:
         pass
     try:
-        return parse_go_duration(value)
+        return bounded_keep_alive(parse_go_duration(value))
     except ValueError:
         return 300.0
 

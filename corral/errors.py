@@ -10,6 +10,7 @@
     │   ├── TemplateError               a Go template that does not parse or execute
     │   ├── ModelfileError              a Modelfile that cannot be read
     │   ├── ConvertError                a model directory or GGUF that cannot be converted or quantized
+    │   ├── OptionError                 an option of the wrong type or out of range
     │   └── ParamError                  (CLI) a parameter the server would reject
     ├── NotFound (404)
     │   └── ModelNotFound               (also a StoreError)
@@ -22,7 +23,6 @@
     │   │   ├── RunnerReplyError        the engine answered with an error status (``status`` is its own)
     │   │   └── RunnerUnreachable       the connection to the engine failed or broke
     │   ├── EngineError                 an engine that cannot be built, found or run (corral engine, CORRAL_ENGINE)
-    │   ├── OptionError                 an option of the wrong type (500, as Ollama answers it)
     │   ├── ModelError                  a manifest that points at something unusable
     │   ├── StoreError                  a store operation failed
     │   │   ├── MissingBlob
@@ -112,6 +112,11 @@ class ConvertError(RequestError):
     to the model directory and never carry an absolute path."""
 
 
+class OptionError(RequestError):
+    """An option of the wrong type or out of range; the message names the option like Ollama's. Ollama answers a
+    wrong type with a 500; it is the client's error, so Corral answers 400 (docs/hardening.md)."""
+
+
 class ParamError(RequestError):
     """A parameter name or value the server would reject; the message is Ollama's."""
 
@@ -181,10 +186,6 @@ class RunnerUnreachable(InferenceError):
 
 class EngineError(ServerError):
     """An engine build failed, or ``CORRAL_ENGINE`` names no usable engine; the message says what to do."""
-
-
-class OptionError(ServerError, ValueError):
-    """A wrong option type; the message names the option like Ollama's (which answers it with a 500)."""
 
 
 class ModelError(ServerError, ValueError):

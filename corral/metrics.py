@@ -1,7 +1,8 @@
 """Prometheus metrics at ``GET /metrics``, off unless ``CORRAL_METRICS`` is set.
 
-A small registry of Corral's own (counters, histograms, and gauges read at scrape time), written in the Prometheus
-text exposition format 0.0.4. It has no dependency, and costs nothing while off: every hook returns at once.
+Kept by ``prometheus_client`` in a ``CollectorRegistry`` of Corral's own (never the library's global default, so
+several apps in one process do not share or collide), rendered by its text exposition (format 0.0.4). Costs nothing
+while off: every hook returns at once.
 
 What is measured:
 
@@ -14,20 +15,22 @@ What is measured:
 - ``corral_prompt_tokens_total{model}``, ``corral_prompt_cached_tokens_total{model}``,
   ``corral_generated_tokens_total{model}``: prompt tokens the engine evaluated (generation, embeddings, rerank),
   prompt tokens served from the prefix cache instead, and tokens generated.
-- ``corral_loaded_models``, ``corral_queue_depth``: runners loaded now, and requests waiting for a runner or a slot.
+- ``corral_loaded_models``, ``corral_queue_depth``: runners loaded now, and requests waiting for a runner or a slot,
+  read from the scheduler at scrape time; ``corral_build_info{version}``.
 """
 
 from __future__ import annotations
 
-import abc
-import math
 import threading
 import time
-from collections.abc import Callable, Iterable
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Generic, TypeVar
 
+import prometheus_client
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from corral import __version__
@@ -38,166 +41,111 @@ TTFT_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60
 MAX_SERIES = 2000  # per metric: label values come from model names, which clients choose
 
 LabelValues = tuple[str, ...]
+_Child = TypeVar("_Child", prometheus_client.Counter, prometheus_client.Histogram)
 
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+class _Family(Generic[_Child]):
+    """One labelled prometheus_client metric, with its children kept by label tuple.
 
+    The dict lookup spares the request path ``labels()``'s argument checks and lock on every call, and caps the
+    series count, which prometheus_client does not.
+    """
 
-def _labels(names: tuple[str, ...], values: LabelValues, extra: str = "") -> str:
-    parts = [f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True)]
-    if extra:
-        parts.append(extra)
-    return "{" + ",".join(parts) + "}" if parts else ""
-
-
-def _number(value: float) -> str:
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    return repr(value)
-
-
-class _Metric(abc.ABC):
-    """One metric family: its header, and its sample lines (each kind keeps and renders its own values)."""
-
-    kind = ""
-
-    def __init__(self, name: str, help_text: str, labels: tuple[str, ...] = ()) -> None:
-        self.name = name
-        self.help = help_text
-        self.label_names = labels
+    def __init__(self, metric: _Child) -> None:
+        self._metric: _Child = metric
+        self._children: dict[LabelValues, _Child] = {}
         self._lock = threading.Lock()
 
-    def header(self) -> list[str]:
-        return [f"# HELP {self.name} {self.help}", f"# TYPE {self.name} {self.kind}"]
-
-    @abc.abstractmethod
-    def lines(self) -> list[str]:
-        """The exposition lines of every series, without the header."""
-
-
-class Counter(_Metric):
-    kind = "counter"
-
-    def __init__(self, name: str, help_text: str, labels: tuple[str, ...] = ()) -> None:
-        super().__init__(name, help_text, labels)
-        self._values: dict[LabelValues, float] = {}
-
-    def inc(self, values: LabelValues = (), amount: float = 1.0) -> None:
+    def child(self, values: LabelValues) -> _Child | None:
+        found = self._children.get(values)
+        if found is not None:
+            return found
         with self._lock:
-            if values not in self._values and len(self._values) >= MAX_SERIES:
-                return
-            self._values[values] = self._values.get(values, 0.0) + amount
-
-    def value(self, values: LabelValues = ()) -> float:
-        return self._values.get(values, 0.0)
-
-    def lines(self) -> list[str]:
-        with self._lock:
-            items = sorted(self._values.items())
-        return [f"{self.name}{_labels(self.label_names, v)} {_number(n)}" for v, n in items]
+            found = self._children.get(values)
+            if found is None:
+                if len(self._children) >= MAX_SERIES:
+                    return None
+                found = self._children[values] = self._metric.labels(*values)
+            return found
 
 
-class Histogram(_Metric):
-    kind = "histogram"
+class Counter(_Family[prometheus_client.Counter]):
+    def inc(self, values: LabelValues, amount: float = 1.0) -> None:
+        child = self.child(values)
+        if child is not None:
+            child.inc(amount)
 
-    def __init__(self, name: str, help_text: str, labels: tuple[str, ...], buckets: tuple[float, ...]) -> None:
-        super().__init__(name, help_text, labels)
-        self.buckets = buckets
-        self._series: dict[LabelValues, tuple[list[int], list[float]]] = {}  # bucket counts, [sum]
 
+class Histogram(_Family[prometheus_client.Histogram]):
     def observe(self, values: LabelValues, amount: float) -> None:
-        with self._lock:
-            series = self._series.get(values)
-            if series is None:
-                if len(self._series) >= MAX_SERIES:
-                    return
-                series = self._series[values] = ([0] * (len(self.buckets) + 1), [0.0])
-            counts, total = series
-            for i, bound in enumerate(self.buckets):
-                if amount <= bound:
-                    counts[i] += 1
-                    break
-            else:
-                counts[-1] += 1
-            total[0] += amount
-
-    def lines(self) -> list[str]:
-        with self._lock:
-            items = sorted((v, (list(c), s[0])) for v, (c, s) in self._series.items())
-        out: list[str] = []
-        for values, (counts, total) in items:
-            running = 0
-            for bound, count in zip((*self.buckets, math.inf), counts, strict=True):
-                running += count
-                le = f'le="{_number(bound)}"'
-                out.append(f"{self.name}_bucket{_labels(self.label_names, values, le)} {running}")
-            out.append(f"{self.name}_sum{_labels(self.label_names, values)} {_number(total)}")
-            out.append(f"{self.name}_count{_labels(self.label_names, values)} {running}")
-        return out
+        child = self.child(values)
+        if child is not None:
+            child.observe(amount)
 
 
-class Gauge(_Metric):
-    """A value read when scraped."""
+class _ScrapeTime(Collector):
+    """The gauges read when scraped: the scheduler's loaded runners and queue, and the build."""
 
-    kind = "gauge"
+    def __init__(self) -> None:
+        self.scheduler: Any = None
 
-    def __init__(self, name: str, help_text: str, read: Callable[[Any], Iterable[tuple[LabelValues, float]]],
-                 labels: tuple[str, ...] = ()) -> None:
-        super().__init__(name, help_text, labels)
-        self.read = read
-        self.source: Any = None
-
-    def lines(self) -> list[str]:
-        return [f"{self.name}{_labels(self.label_names, v)} {_number(n)}" for v, n in self.read(self.source)]
-
-
-def _loaded(scheduler: Any) -> list[tuple[LabelValues, float]]:
-    return [((), float(len(scheduler.loaded) if scheduler is not None else 0))]
+    def collect(self) -> Iterator[Metric]:
+        scheduler = self.scheduler
+        yield GaugeMetricFamily("corral_loaded_models", "Models loaded now (one runner each).",
+                                value=float(len(scheduler.loaded) if scheduler is not None else 0))
+        yield GaugeMetricFamily("corral_queue_depth", "Requests waiting for a runner or a free slot.",
+                                value=float(getattr(scheduler, "pending", 0) if scheduler is not None else 0))
+        info = GaugeMetricFamily("corral_build_info", "Corral's version.", labels=["version"])
+        info.add_metric([__version__], 1.0)
+        yield info
 
 
-def _queue(scheduler: Any) -> list[tuple[LabelValues, float]]:
-    return [((), float(getattr(scheduler, "pending", 0) if scheduler is not None else 0))]
+class _WithoutCreated(Collector):
+    """The registry without the ``*_created`` series prometheus_client adds (Corral never exposed them), filtered
+    here rather than with the library's process-wide ``disable_created_metrics()``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._registry = registry
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._registry.collect():
+            family.samples = [s for s in family.samples if not s.name.endswith("_created")]
+            yield family
 
 
 class Registry:
     def __init__(self) -> None:
         self.enabled = False
-        self.requests = Counter("corral_requests_total", "HTTP requests by API family, route and status.",
-                                ("family", "route", "status"))
-        self.latency = Histogram("corral_request_duration_seconds",
-                                 "Time from a request's arrival to the end of its response, streams included.",
-                                 ("family", "route"), LATENCY_BUCKETS)
-        self.ttft = Histogram("corral_time_to_first_token_seconds",
-                              "Time from the start of a generation (model load included) to its first output.",
-                              ("model",), TTFT_BUCKETS)
-        self.prompt_tokens = Counter("corral_prompt_tokens_total", "Prompt tokens evaluated by the engine.",
-                                     ("model",))
-        self.cached_tokens = Counter("corral_prompt_cached_tokens_total",
-                                     "Prompt tokens served from the engine's prefix cache.", ("model",))
-        self.generated_tokens = Counter("corral_generated_tokens_total", "Tokens generated.", ("model",))
-        self.loaded_models = Gauge("corral_loaded_models", "Models loaded now (one runner each).", _loaded)
-        self.queue_depth = Gauge("corral_queue_depth", "Requests waiting for a runner or a free slot.", _queue)
-        self.info = Gauge("corral_build_info", "Corral's version.", lambda _: [((__version__,), 1.0)],
-                          ("version",))
+        self.registry = CollectorRegistry(auto_describe=False)
+        reg = self.registry
+        self.requests = Counter(prometheus_client.Counter(
+            "corral_requests_total", "HTTP requests by API family, route and status.",
+            ("family", "route", "status"), registry=reg))
+        self.latency = Histogram(prometheus_client.Histogram(
+            "corral_request_duration_seconds",
+            "Time from a request's arrival to the end of its response, streams included.",
+            ("family", "route"), registry=reg, buckets=LATENCY_BUCKETS))
+        self.ttft = Histogram(prometheus_client.Histogram(
+            "corral_time_to_first_token_seconds",
+            "Time from the start of a generation (model load included) to its first output.",
+            ("model",), registry=reg, buckets=TTFT_BUCKETS))
+        self.prompt_tokens = Counter(prometheus_client.Counter(
+            "corral_prompt_tokens_total", "Prompt tokens evaluated by the engine.", ("model",), registry=reg))
+        self.cached_tokens = Counter(prometheus_client.Counter(
+            "corral_prompt_cached_tokens_total", "Prompt tokens served from the engine's prefix cache.", ("model",),
+            registry=reg))
+        self.generated_tokens = Counter(prometheus_client.Counter(
+            "corral_generated_tokens_total", "Tokens generated.", ("model",), registry=reg))
+        self._scrape_time = _ScrapeTime()
+        reg.register(self._scrape_time)
+        self._exposed = _WithoutCreated(reg)
 
     def attach(self, scheduler: Any) -> None:
         """Where the gauges read their values (the app's scheduler, once it exists)."""
-        self.loaded_models.source = scheduler
-        self.queue_depth.source = scheduler
-
-    def metrics(self) -> list[_Metric]:
-        return [self.requests, self.latency, self.ttft, self.prompt_tokens, self.cached_tokens,
-                self.generated_tokens, self.loaded_models, self.queue_depth, self.info]
+        self._scrape_time.scheduler = scheduler
 
     def exposition(self) -> str:
-        lines: list[str] = []
-        for metric in self.metrics():
-            lines += metric.header()
-            lines += metric.lines()
-        return "\n".join(lines) + "\n"
+        return prometheus_client.generate_latest(self._exposed).decode()
 
 
 REGISTRY = Registry()

@@ -27,6 +27,7 @@ from corral.api.shared import (
     dumps,
     family_route,
     fold,
+    join_parts,
     prompt_tokens,
     resolve_model,
     service_of,
@@ -95,16 +96,17 @@ def _messages(body: a.MessagesRequest) -> list[dict[str, Any]]:
         if isinstance(msg.content, str):
             out.append({"role": role, "content": msg.content})
             continue
-        texts: list[str] = []
+        pieces: list[str | None] = []  # texts, and None where an image was
         images: list[str] = []
         calls: list[dict[str, Any]] = []
         thinking = ""
         for block in msg.content:
             if block.type == "text":
                 if block.text:
-                    texts.append(block.text)
+                    pieces.append(block.text)
             elif block.type == "image":
                 images.append(_image(block))
+                pieces.append(None)
             elif block.type == "tool_use":
                 if not block.id:
                     raise APIError(400, "tool_use block missing required 'id' field")
@@ -120,8 +122,8 @@ def _messages(body: a.MessagesRequest) -> list[dict[str, Any]]:
             elif block.type == "thinking":
                 thinking = block.thinking or ""
             # other blocks (redacted_thinking, document, server tool results...) carry nothing a local model can use
-        if texts or images or calls or thinking:
-            native: dict[str, Any] = {"role": role, "content": "\n\n".join(texts)}
+        if pieces or calls or thinking:
+            native: dict[str, Any] = {"role": role, "content": join_parts(pieces, "\n\n")}
             if images:
                 native["images"] = images
             if calls:

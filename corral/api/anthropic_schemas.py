@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from corral.api.schemas import GoInt
+
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
@@ -78,7 +80,7 @@ class ToolChoice(BaseModel):
 class ThinkingConfig(BaseModel):
     model_config = ConfigDict(extra="ignore")
     type: str
-    budget_tokens: int | None = None
+    budget_tokens: GoInt | None = None
 
 
 class OutputConfig(BaseModel):
@@ -88,13 +90,13 @@ class OutputConfig(BaseModel):
 
 class MessagesRequest(_Request):
     model: str = ""
-    max_tokens: int = 0
+    max_tokens: GoInt = 0
     messages: list[MessageParam] = Field(default_factory=list)
     system: str | list[ContentBlock] | None = None
     stream: bool | None = False
     temperature: float | None = None
     top_p: float | None = None
-    top_k: int | None = None
+    top_k: GoInt | None = None
     stop_sequences: list[str] | None = None
     tools: list[Tool] | None = None
     tool_choice: ToolChoice | None = None

@@ -20,12 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import iterate_in_threadpool
 
 from corral.api.schemas import Message
+from corral.api.shared import CorralRoute
 from corral.api.streaming import collect_json, ndjson_stream
 from corral.authoring import CreateSpec, Creator
 from corral.errors import APIError, CreateError, InvalidDigest
 from corral.store.store import Store, canonical_digest
 
-router = APIRouter()
+router = APIRouter(route_class=CorralRoute)
 
 
 class CreateRequest(BaseModel):

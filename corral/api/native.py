@@ -13,9 +13,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from corral import __version__
 from corral.api import schemas as s
-from corral.api.shared import fold, normalize, resolve_model, service_of, store_of
+from corral.api.shared import CorralRoute, fold, normalize, resolve_model, service_of, store_of
 from corral.api.streaming import collect_json, ndjson_stream, now_rfc3339
-from corral.errors import APIError, InvalidModelName, ModelNotFound
+from corral.errors import APIError, InvalidModelName, ModelError, ModelNotFound
 from corral.inference import options
 from corral.inference.request import Final, InferenceRequest, Piece
 from corral.inference.service import InferenceService
@@ -23,7 +23,7 @@ from corral.store.model import Model, load_model
 from corral.store.names import parse_name
 from corral.store.store import ManifestRecord, Store
 
-router = APIRouter()
+router = APIRouter(route_class=CorralRoute)
 
 # The Ollama API level Corral implements; clients gate features on it.
 OLLAMA_COMPAT_VERSION = "0.33.0"
@@ -180,10 +180,27 @@ def _show(store: Store, name: str, verbose: bool) -> s.ShowResponse:
         details=details_for(model),
         messages=[{"role": m.get("role"), "content": m.get("content", "")} for m in model.messages] or None,
         model_info=info.model_info(verbose=verbose),
+        projector_info=_projector_info(model, verbose),
         tensors=info.tensors() if verbose else None,
         capabilities=model.capabilities(),
         modified_at=_rfc3339(model.record.modified_at),
     )
+
+
+def _projector_info(model: Model, verbose: bool) -> dict[str, Any] | None:
+    """Ollama's ``projector_info``: the first projector's metadata, shaped as ``model_info`` is (Ollama leaves the
+    projector's ``general.name`` in)."""
+    try:
+        projector = model.projector_info
+    except ModelError:  # an unreadable projector blob: the model still shows; loading it will say what is wrong
+        return None
+    if projector is None:
+        return None
+    out = projector.model_info(verbose=verbose)
+    name = projector.get("general.name")
+    if isinstance(name, str):
+        out["general.name"] = name
+    return dict(sorted(out.items()))
 
 
 @router.delete("/api/delete", response_class=Response)
@@ -246,6 +263,14 @@ def _check_think(model: Model, think: Any) -> None:
         raise APIError(400, f'"{model.display_name}" does not support thinking')
 
 
+def _check_tokens(model: Model, tokens: list[int]) -> None:
+    """Token ids the engine will detokenize must be in its vocabulary (an id beyond it is not the client's to send)."""
+    vocab = model.info.array_length("tokenizer.ggml.tokens") or 0
+    bad = [t for t in tokens if t < 0 or (vocab and t >= vocab)]
+    if bad:
+        raise APIError(400, f"invalid token id {bad[0]} (vocabulary size {vocab})")
+
+
 def _check_images(model: Model, images: list[str] | None) -> None:
     if images and "vision" not in model.capabilities():
         raise APIError(400, f'"{model.display_name}" does not support images')
@@ -267,6 +292,8 @@ async def generate(request: Request, body: s.GenerateRequest) -> Response:
     model = resolve_model(store, body.model)
     keep_alive = _keep_alive(body.keep_alive)
     name = model.display_name
+    if body.context:
+        _check_tokens(model, body.context)
     if body.raw and (body.template or body.system or body.context):
         raise APIError(400, "raw mode does not support template, system, or context")
     if "completion" not in model.capabilities():
@@ -442,10 +469,7 @@ async def tokenize(request: Request, body: s.TokenizeRequest) -> s.TokenizeRespo
 @router.post("/api/detokenize", response_model=s.DetokenizeResponse)
 async def detokenize(request: Request, body: s.DetokenizeRequest) -> s.DetokenizeResponse:
     model = resolve_model(store_of(request), body.model)
-    vocab = model.info.array_length("tokenizer.ggml.tokens") or 0
-    bad = [t for t in body.tokens if t < 0 or (vocab and t >= vocab)]
-    if bad:
-        raise APIError(400, f"invalid token id {bad[0]} (vocabulary size {vocab})")
+    _check_tokens(model, body.tokens)
     content = await service_of(request).detokenize(model, body.tokens, options.validate(body.options),
                                                 _keep_alive(body.keep_alive))
     return s.DetokenizeResponse(content=content)

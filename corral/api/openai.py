@@ -30,6 +30,7 @@ from corral.api.shared import (
     dumps,
     family_route,
     fold,
+    join_parts,
     normalize,
     openai_error,
     openai_think,
@@ -41,6 +42,7 @@ from corral.api.shared import (
     service_of,
     sse_response,
     store_of,
+    token_limit,
 )
 from corral.errors import APIError, InvalidModelName, ModelNotFound
 from corral.inference import options
@@ -97,7 +99,8 @@ def _chat_options(body: o.ChatCompletionRequest) -> dict[str, Any]:
         opts["stop"] = stop
     limit = body.max_completion_tokens if body.max_completion_tokens is not None else body.max_tokens
     if limit is not None:
-        opts["num_predict"] = limit
+        opts["num_predict"] = token_limit(limit, "max_completion_tokens" if body.max_completion_tokens is not None
+                                          else "max_tokens")
     for key in ("seed", "frequency_penalty", "presence_penalty"):
         value = getattr(body, key)
         if value is not None:
@@ -126,10 +129,9 @@ def _image(part: o.ContentPart) -> str:
         raise APIError(400, "invalid message format")
     if url.startswith(("http://", "https://")):
         raise APIError(400, "image URLs are not currently supported, please use base64 encoded data instead")
-    for prefix in ("data:;base64,", "data:image/jpeg;base64,", "data:image/jpg;base64,", "data:image/png;base64,",
-                   "data:image/webp;base64,"):
-        if url.startswith(prefix):
-            return decode_base64(url[len(prefix):], "invalid image input")
+    head, sep, data = url.partition(",")
+    if sep and (head == "data:;base64" or (head.startswith("data:image/") and head.endswith(";base64"))):
+        return decode_base64(data, "invalid image input")  # what the bytes are is judged by inference.images
     raise APIError(400, "invalid image input")
 
 
@@ -150,20 +152,21 @@ def _chat_messages(messages: list[o.ChatMessage]) -> list[dict[str, Any]]:
         elif isinstance(content, str):
             native["content"] = content
         else:
-            texts: list[str] = []
+            pieces: list[str | None] = []  # texts, and None where an image was
             images: list[str] = []
             for part in content:
                 if part.type == "text":
                     if part.text is None:
                         raise APIError(400, "invalid message format")
-                    texts.append(part.text)
+                    pieces.append(part.text)
                 elif part.type == "image_url":
                     images.append(_image(part))
+                    pieces.append(None)
                 elif part.type == "input_audio":
                     raise APIError(400, "audio input is not supported")
                 else:
                     raise APIError(400, "invalid message format")
-            native["content"] = "\n\n".join(texts)
+            native["content"] = join_parts(pieces, "\n\n")
             if images:
                 native["images"] = images
         thinking = msg.reasoning or msg.reasoning_content
@@ -316,7 +319,7 @@ def _completion_options(body: o.CompletionRequest) -> dict[str, Any]:
     if stop is not None:
         opts["stop"] = stop
     if body.max_tokens is not None:
-        opts["num_predict"] = body.max_tokens
+        opts["num_predict"] = token_limit(body.max_tokens, "max_tokens")
     if body.seed is not None:
         opts["seed"] = body.seed
     return options.validate(opts)

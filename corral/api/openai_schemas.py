@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from corral.api.schemas import GoInt
+
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
@@ -68,7 +70,7 @@ class FunctionCall(BaseModel):
 class ToolCall(BaseModel):
     model_config = ConfigDict(extra="ignore")
     id: str = ""
-    index: int | None = None
+    index: GoInt | None = None
     type: str = "function"
     function: FunctionCall
 
@@ -126,9 +128,9 @@ class ChatCompletionRequest(_Request):
     messages: list[ChatMessage] = Field(default_factory=list)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
-    seed: int | None = None
+    max_tokens: GoInt | None = None
+    max_completion_tokens: GoInt | None = None
+    seed: GoInt | None = None
     stop: str | list[str] | None = None
     temperature: float | None = None
     top_p: float | None = None
@@ -205,8 +207,8 @@ class CompletionRequest(_Request):
     suffix: str = ""
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = None
-    seed: int | None = None
+    max_tokens: GoInt | None = None
+    seed: GoInt | None = None
     stop: str | list[Any] | None = None
     temperature: float | None = None
     top_p: float | None = None
@@ -251,7 +253,7 @@ class EmbeddingRequest(_Request):
     model: str = ""
     input: str | list[str]
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: GoInt | None = Field(default=None, ge=1)
     user: str | None = None
 
 
@@ -345,7 +347,7 @@ class ResponsesRequest(_Request):
     model: str = ""
     input: str | list[ResponsesInputItem] = ""
     instructions: str | None = None
-    max_output_tokens: int | None = None
+    max_output_tokens: GoInt | None = None
     temperature: float | None = None
     top_p: float | None = None
     reasoning: ResponsesReasoning | None = None

@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from corral.api import schemas as s
 from corral.api.openai_schemas import ErrorResponse
-from corral.api.shared import family_route, openai_error, resolve_model, service_of, store_of
+from corral.api.schemas import GoInt
+from corral.api.shared import CorralRoute, family_route, openai_error, resolve_model, service_of, store_of
 from corral.errors import APIError
 from corral.inference import options
 from corral.inference.rerank import Ranking
@@ -37,7 +38,7 @@ class RerankRequest(_Request):
     model: str = ""
     query: str
     documents: list[str]
-    top_n: int | None = Field(default=None, description="keep the best N; absent or below 1: all")
+    top_n: GoInt | None = Field(default=None, description="keep the best N; absent or below 1: all")
     return_documents: bool = Field(default=False, description="include each document's text in its result")
     truncate: bool | None = Field(default=True, description="cut a pair that does not fit the context (else 400)")
     keep_alive: float | str | None = None
@@ -69,7 +70,7 @@ class V1RerankRequest(_Request):
     model: str = ""
     query: str
     documents: list[str | V1Document]
-    top_n: int | None = Field(default=None, description="keep the best N; absent or below 1: all")
+    top_n: GoInt | None = Field(default=None, description="keep the best N; absent or below 1: all")
     return_documents: bool = Field(default=True, description="include each document as {text} (Jina's default)")
 
 
@@ -120,7 +121,7 @@ def _keep_alive(value: Any) -> float | None:
 
 # -- native ----------------------------------------------------------------------------------------------------------
 
-router = APIRouter()
+router = APIRouter(route_class=CorralRoute)
 
 
 @router.post("/api/rerank", response_model=RerankResponse, response_model_exclude_none=True,

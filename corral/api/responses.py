@@ -26,6 +26,7 @@ from corral.api.shared import (
     dumps,
     family_route,
     fold,
+    join_parts,
     openai_error,
     openai_think,
     openai_tool_calls,
@@ -36,6 +37,7 @@ from corral.api.shared import (
     service_of,
     sse_response,
     store_of,
+    token_limit,
     tool_message,
 )
 from corral.errors import APIError
@@ -75,20 +77,21 @@ def _content(parts: str | list[o.ResponsesContent] | None) -> tuple[str, list[st
         return "", []
     if isinstance(parts, str):
         return parts, []
-    texts: list[str] = []
+    pieces: list[str | None] = []  # texts, and None where an image was
     images: list[str] = []
     for part in parts:
         if part.type in ("input_text", "output_text"):
-            texts.append(part.text or "")
+            pieces.append(part.text or "")
         elif part.type == "input_image":
             image = _image(part.image_url)
             if image is not None:
                 images.append(image)
+                pieces.append(None)
         elif part.type == "input_file":
             raise APIError(400, "file inputs are not currently supported")
         else:
             raise APIError(400, f"unknown content type: {part.type}")
-    return "".join(texts), images
+    return join_parts(pieces, ""), images
 
 
 def _messages(body: o.ResponsesRequest) -> list[dict[str, Any]]:
@@ -146,7 +149,7 @@ def _options(body: o.ResponsesRequest) -> dict[str, Any]:
     if body.top_p is not None:
         opts["top_p"] = body.top_p
     if body.max_output_tokens is not None:
-        opts["num_predict"] = body.max_output_tokens
+        opts["num_predict"] = token_limit(body.max_output_tokens, "max_output_tokens")
     return options.validate(opts)
 
 

@@ -6,9 +6,9 @@ nanoseconds, timestamps RFC 3339.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator
 
 from corral import config
 
@@ -20,18 +20,23 @@ class _Request(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
 
 
+GoInt = Annotated[int, Strict(), Field(ge=-(2**63), le=2**63 - 1)]
+"""An integer field as Go's decoder reads one into an int: a JSON integer within 64 bits (not 5.0, not 1e30)."""
+
+
 def parse_keep_alive(value: Any) -> float | None:
-    """Seconds (negative = forever) from a JSON number of seconds or a Go duration string; None when unset."""
+    """Seconds (negative = forever) from a JSON number of seconds or a Go duration string; None when unset. Parsed
+    once, into a duration the scheduler can arm: too large means forever, as a negative one does."""
     if value is None:
         return None
     if isinstance(value, bool):
         raise ValueError("invalid keep_alive")
     if isinstance(value, int | float):
-        return float(value)
+        return config.bounded_keep_alive(float(value))
     if isinstance(value, str):
         try:
-            return config.parse_go_duration(value)
-        except ValueError as exc:
+            return config.bounded_keep_alive(config.parse_go_duration(value))
+        except (ValueError, OverflowError) as exc:
             raise ValueError(str(exc)) from None
     raise ValueError("invalid keep_alive")
 
@@ -42,7 +47,7 @@ class ErrorResponse(BaseModel):
 
 class ToolCallFunction(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    index: int | None = None
+    index: GoInt | None = None
     name: str
     arguments: dict[str, Any] = Field(default_factory=dict)
 
@@ -81,7 +86,7 @@ class GenerateRequest(_Request):
     suffix: str = ""
     system: str | None = None
     template: str | None = None
-    context: list[int] | None = None
+    context: list[GoInt] | None = None
     stream: bool | None = True
     raw: bool = False
     format: Any = None
@@ -92,7 +97,7 @@ class GenerateRequest(_Request):
     truncate: bool | None = None
     shift: bool | None = None
     logprobs: bool = False
-    top_logprobs: int = 0
+    top_logprobs: GoInt = 0
 
 
 class ChatRequest(_Request):
@@ -107,7 +112,7 @@ class ChatRequest(_Request):
     truncate: bool | None = None
     shift: bool | None = None
     logprobs: bool = False
-    top_logprobs: int = 0
+    top_logprobs: GoInt = 0
 
 
 class Metrics(BaseModel):
@@ -177,6 +182,7 @@ class ShowResponse(BaseModel):
     details: ModelDetails
     messages: list[dict[str, Any]] | None = None
     model_info: dict[str, Any] = Field(default_factory=dict)
+    projector_info: dict[str, Any] | None = None  # the projector GGUF's metadata, as model_info (vision models)
     tensors: list[dict[str, Any]] | None = None
     capabilities: list[str] | None = None
     modified_at: str
@@ -228,7 +234,7 @@ class EmbedRequest(_Request):
     model: str = ""
     input: str | list[str] | None = None
     truncate: bool | None = True
-    dimensions: int | None = Field(default=None, ge=0)
+    dimensions: GoInt | None = Field(default=None, ge=0)
     keep_alive: float | str | None = None
     options: dict[str, Any] | None = None
 
@@ -267,7 +273,7 @@ class TokenizeResponse(BaseModel):
 
 class DetokenizeRequest(_Request):
     model: str = ""
-    tokens: list[int] = Field(default_factory=list)
+    tokens: list[GoInt] = Field(default_factory=list)
     keep_alive: float | str | None = None
     options: dict[str, Any] | None = None
 

@@ -4,12 +4,15 @@ translations more than one family needs."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import json
 import logging
 import math
 import random
+import re
 import string
 from collections.abc import AsyncGenerator, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -95,29 +98,127 @@ def validation_message(exc: RequestValidationError) -> str:
 ErrorShape = Callable[[int, str], dict[str, Any]]
 
 
-def family_route(shape: ErrorShape) -> type[APIRoute]:
-    """A route class whose every failure (body validation included) answers in one API family's error shape.
+def ollama_error(status: int, message: str) -> dict[str, Any]:
+    return {"error": message}
 
-    The app-wide handlers answer in Ollama's ``{"error": "..."}``; an OpenAI or Anthropic SDK would not find its
-    message there, so these routes catch errors before those handlers see them.
+
+def strict_json(body: bytes) -> Any:
+    """A request body parsed as Go's decoder would: ``NaN``, ``Infinity`` and numbers beyond a double are not JSON,
+    and no string may hold a lone surrogate (``"\\ud800"``: not Unicode, and not encodable for the engine)."""
+    try:
+        value = json.loads(body, parse_constant=_not_json, parse_float=_finite_float)
+    except RecursionError:
+        raise APIError(400, "invalid JSON: nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise APIError(400, f"invalid JSON: {exc}") from None
+    _check_text(value, "")
+    return value
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not a JSON value")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text} is out of range")
+    return value
+
+
+def _check_text(value: Any, where: str, depth: int = 0) -> None:
+    """Every string (keys included) must be valid Unicode; ``where`` names the field for the error."""
+    if isinstance(value, str):
+        if _SURROGATE.search(value):
+            raise APIError(400, f"{where or 'body'}: invalid Unicode (a lone surrogate)")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else str(key)
+            if _SURROGATE.search(key):
+                raise APIError(400, f"{where or 'body'}: invalid Unicode in a key (a lone surrogate)")
+            _check_text(item, path, depth + 1)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_text(item, f"{where}[{i}]", depth + 1)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class CorralRoute(APIRoute):
+    """Every API route's edge: the body parsed strictly (:func:`strict_json`), the request cancelled when its
+    client goes away, and every failure answered in the route family's error shape.
+
+    Cancellation: once the body has been read, a watcher waits for the client's disconnect while the handler runs;
+    if the client leaves first (a ``curl -m4`` on a long non-streamed generation), the handler is cancelled, which
+    closes the engine connection and frees the slot at once. A streamed answer is watched the same way until its
+    first piece, and by the response itself after that. Routes that read their body as a stream (blob uploads)
+    are not watched.
+
+    Failures never escape to the server: an unexpected one is logged in one line and answered as a 500, so the
+    client's keep-alive connection stays usable (an exception that reached uvicorn closed it).
     """
 
-    class FamilyRoute(APIRoute):
-        def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-            inner = super().get_route_handler()
+    error_shape: ErrorShape = staticmethod(ollama_error)
 
-            async def handler(request: Request) -> Response:
-                try:
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        inner = super().get_route_handler()
+        shape = self.error_shape
+        json_body = self.body_field is not None
+
+        async def handler(request: Request) -> Response:
+            try:
+                if not json_body:
                     return await inner(request)
-                except RequestValidationError as exc:
-                    status, message = 400, validation_message(exc)
-                except Exception as exc:
-                    status, message = http_status(exc)
-                    if message.startswith("internal error"):
-                        log_unhandled(log, exc, request.url.path)
-                return JSONResponse(shape(status, message), status_code=status)
+                body = await request.body()
+                if body:
+                    request._json = strict_json(body)  # type: ignore[attr-defined]  # Starlette's cache
+                return await _until_disconnected(request, inner(request))
+            except RequestValidationError as exc:
+                status, message = 400, validation_message(exc)
+            except Exception as exc:
+                status, message = http_status(exc)
+                if message.startswith("internal error"):
+                    log_unhandled(log, exc, request.url.path)
+            return JSONResponse(shape(status, message), status_code=status)
 
-            return handler
+        return handler
+
+
+async def _until_disconnected(request: Request, work: Coroutine[Any, Any, Response]) -> Response:
+    """Run ``work``; if the client disconnects first, cancel it (the engine connection closes with it)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnect(request))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    log.info("client disconnected from %s; request cancelled", request.url.path)
+    return Response(status_code=499)
+
+
+async def _disconnect(request: Request) -> None:
+    """Returns when the client has gone (the body has been read, so the next message can only be a disconnect)."""
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+def family_route(shape: ErrorShape) -> type[APIRoute]:
+    """The route class of an API family whose errors have their own envelope (OpenAI's, Anthropic's): the app-wide
+    handlers answer in Ollama's ``{"error": "..."}``, where an SDK would not find its message."""
+
+    class FamilyRoute(CorralRoute):
+        error_shape = staticmethod(shape)
 
     return FamilyRoute
 
@@ -196,6 +297,14 @@ def prompt_tokens(final: Final) -> int:
     return final.prompt_eval_count + final.prompt_cached_count
 
 
+def token_limit(value: int, field: str) -> int:
+    """An OpenAI token limit as ``num_predict``: at least 1, as OpenAI requires (Ollama passes a negative one on,
+    which would mean "until the context is full ten times over")."""
+    if value < 1:
+        raise APIError(400, f"{field}: must be at least 1")
+    return value
+
+
 def normalize(vector: list[float], dimensions: int | None = None) -> list[float]:
     """L2-normalize, after cutting to ``dimensions`` when that is shorter (Ollama's rule)."""
     if dimensions and 0 < dimensions < len(vector):
@@ -234,6 +343,17 @@ def parse_arguments(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise APIError(400, "invalid tool call arguments")
     return value
+
+
+def join_parts(pieces: list[str | None], sep: str) -> str:
+    """A message's text parts and images (``None``) as native content. Images that all come before the text need
+    nothing: Ollama's rule puts a message's images in front of its content. Once an image follows text, every image
+    gets an ``[img]`` placeholder where it was, which the same rule fills in order."""
+    texts = [p for p in pieces if p is not None]
+    first_text = next((i for i, p in enumerate(pieces) if p is not None), len(pieces))
+    if all(p is not None for p in pieces[first_text:]):
+        return sep.join(texts)
+    return sep.join("[img]" if p is None else p for p in pieces)
 
 
 def tool_message(content: str, images: list[str], call: str | None, names: dict[str, str]) -> dict[str, Any]:

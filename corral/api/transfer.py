@@ -15,6 +15,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict
 
+from corral.api.shared import CorralRoute
 from corral.api.streaming import collect_json, ndjson_stream
 from corral.errors import APIError, InvalidModelName, ModelNotFound, RegistryError
 from corral.registry.progress import Progress
@@ -23,7 +24,7 @@ from corral.registry.push import push_model
 from corral.store.names import parse_name
 from corral.store.store import Store
 
-router = APIRouter()
+router = APIRouter(route_class=CorralRoute)
 
 
 class TransferRequest(BaseModel):

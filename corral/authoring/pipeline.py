@@ -513,10 +513,8 @@ class Creator:
         if self.old is None or env.noprune():
             return
         candidates = {canonical_digest(layer.digest) for layer in self.old.blobs()}
-        for digest in sorted(candidates - self.store.referenced_digests()):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.store.blob_path(digest))
-                log.info("removed unused layer %s", digest)
+        for digest in self.store.remove_unreferenced(candidates):  # under the store's lock (shared stores)
+            log.info("removed unused layer %s", digest)
 
 
 def _bar(stage: str, done: int, total: int) -> Progress:

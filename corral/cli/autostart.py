@@ -3,11 +3,13 @@
 Ollama's Linux CLI only says "could not connect"; on macOS and Windows it starts the app. Corral does the latter
 everywhere for a local address (loopback, or 0.0.0.0 / ::): a detached ``python -m corral serve`` (own session,
 stdin from /dev/null, output to ``<home>/logs/server.log``) so that ``corral run model`` works on a fresh machine.
-A remote address is never started, only reported.
+A remote address is never started, only reported. The started server is recorded in ``<home>/server.pid`` for
+``corral server status`` and ``corral server stop`` (:mod:`corral.cli.background`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -15,6 +17,7 @@ import time
 from pathlib import Path
 
 from corral import config
+from corral.cli import background
 from corral.cli.client import Client, ConnectError, is_local
 
 STARTUP_TIMEOUT = 30.0
@@ -53,6 +56,9 @@ def ensure_server(client: Client, *, timeout: float = STARTUP_TIMEOUT) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if client.heartbeat(timeout=1.0):
+            if process.poll() is None:  # ours answered (not a server that won the race for the port)
+                with contextlib.suppress(OSError, ValueError):  # without a record, `server stop` just can't help
+                    background.write_record(process.pid, host)
             return
         code = process.poll()
         if code is not None:

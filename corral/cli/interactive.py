@@ -32,7 +32,7 @@ USAGE = """Available Commands:
 
 Use \"\"\" to begin a multi-line message.
 """
-USAGE_MULTIMODAL = "Use /path/to/file to include .jpg, .png, or .webp images.\n"
+USAGE_MULTIMODAL = "Use /path/to/file to include .jpg, .png, .gif or .bmp images.\n"
 
 USAGE_SET = """Available Commands:
   /set parameter ...     Set a parameter

@@ -413,6 +413,12 @@ def _archive_progress(verb: str) -> Iterator[Callable[[str, int, int], None] | N
         yield lambda digest, done, total: bars.update({"digest": digest, "total": total, "completed": done})
 
 
+from corral.cli.admin import server_group, service_group  # noqa: E402 - the groups attach after the commands
+
+cli.add_command(server_group)
+cli.add_command(service_group)
+
+
 @cli.command("help")
 @click.argument("command", nargs=-1)
 @click.pass_context

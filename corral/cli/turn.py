@@ -15,6 +15,7 @@ from typing import Any, TextIO
 from corral.cli.client import Client, ClientError
 from corral.cli.display import ResponseWriter, metrics_summary
 from corral.cli.progress import Spinner, is_terminal
+from corral.inference.images import sniff
 
 
 @dataclass
@@ -126,39 +127,49 @@ def chat(
     return reply
 
 
-_FILE_RE = re.compile(r"(?:[a-zA-Z]:)?(?:\./|/|\\)[\S\\ ]+?\.(?i:jpg|jpeg|png|webp|wav)\b")
+_FILE_RE = re.compile(r"(?:[a-zA-Z]:)?(?:\./|/|\\)[\S\\ ]+?\.(?i:jpg|jpeg|png|gif|bmp|webp|wav)\b")
 _UNESCAPE = {"\\ ": " ", "\\(": "(", "\\)": ")", "\\[": "[", "\\]": "]", "\\{": "{", "\\}": "}", "\\$": "$",
              "\\&": "&", "\\;": ";", "\\'": "'", "\\\\": "\\", "\\*": "*", "\\?": "?"}
 _MAX_MEDIA = 100 * 1024 * 1024
 
 
 def _media_kind(data: bytes) -> str | None:
-    if data.startswith(b"\xff\xd8\xff") or data.startswith(b"\x89PNG\r\n\x1a\n"):
-        return "image"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "image"
     if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
         return "audio"
-    return None
+    kind = sniff(data)
+    if kind == "webp":
+        raise ClientError("WebP images are not supported: convert it to PNG or JPEG")
+    return None if kind is None else "image"
+
+
+def _read(path: str) -> bytes:
+    """A named file's bytes, or a one-line reason it cannot be had."""
+    file = Path(path)
+    try:
+        if file.stat().st_size > _MAX_MEDIA:
+            raise ClientError(f"file size exceeds maximum limit (100MB): {path}")
+        return file.read_bytes()
+    except FileNotFoundError:
+        raise ClientError(f"couldn't read image '{path}': no such file") from None
+    except IsADirectoryError:
+        raise ClientError(f"couldn't read image '{path}': it is a directory") from None
+    except OSError as exc:
+        raise ClientError(f"couldn't read image '{path}': {exc.strerror or exc}") from None
 
 
 def extract_media(text: str) -> tuple[str, list[str]]:
     """Find image/audio file paths in a prompt, read them, and return the prompt without them plus the files as
-    base64 (Ollama's multimodal input). Paths that do not exist are left in the text."""
+    base64 (Ollama's multimodal input). A named file that is missing, unreadable or not an image is an error (Ollama
+    leaves a missing one in the text, and the model then answers about a picture it never saw)."""
     images: list[str] = []
     for raw in _FILE_RE.findall(text):
         path = raw
         for escaped, plain in _UNESCAPE.items():
             path = path.replace(escaped, plain)
-        file = Path(path)
-        if not file.is_file():
-            continue
-        if file.stat().st_size > _MAX_MEDIA:
-            raise ClientError(f"file size exceeds maximum limit (100MB): {path}")
-        data = file.read_bytes()
+        data = _read(path)
         kind = _media_kind(data)
         if kind is None:
-            raise ClientError(f"invalid image type: {path}")
+            raise ClientError(f"invalid image type: {path} (supported: PNG, JPEG, GIF or BMP)")
         print(f"Added {kind} '{path}'", file=sys.stderr)
         text = text.replace(raw, "")
         images.append(base64.b64encode(data).decode("ascii"))

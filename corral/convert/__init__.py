@@ -1,7 +1,8 @@
-"""Model conversion: Hugging Face safetensors directories -> GGUF, and GGUF requantization, in pure Python.
+"""Model conversion: Hugging Face safetensors directories -> GGUF, and GGUF requantization.
 
-``convert_directory`` writes a GGUF that llama.cpp's engine loads as it loads llama.cpp's own conversions;
-``quantize_gguf`` requantizes an F32/F16/BF16 GGUF to the types Ollama offers. Both raise ``ConvertError`` (a
+``convert_directory`` writes a GGUF that llama.cpp's engine loads as it loads llama.cpp's own conversions (pure
+Python); ``quantize_gguf`` requantizes an F32/F16/BF16 GGUF to the types Ollama offers, the blocks computed by the
+engine's own quantizer (``corral.convert.ggml``). Both raise ``ConvertError`` (a
 ``ValueError``) for anything they cannot handle, and write their output atomically.
 """
 

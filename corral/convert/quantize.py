@@ -1,10 +1,11 @@
-"""Requantize an F32/F16/BF16 GGUF to the types Ollama's ``create --quantize`` offers, without llama.cpp.
+"""Requantize an F32/F16/BF16 GGUF to the types Ollama's ``create --quantize`` offers.
 
 Which tensors get which type follows llama.cpp's ``llama_tensor_get_type``: only 2-D+ weights are quantized (not
 norms, position or token-type embeddings), the output matrix (or the token embedding when it doubles as the
 output) gets Q6_K, the "_M" mixes give some ``attn_v``/``ffn_down`` layers more bits, and a tensor whose rows are
-not a whole number of blocks falls back to a compatible type or stays as it is. The legacy types come from the
-``gguf`` package's numpy quantizers, the K-quants from :mod:`corral.convert.kquants`.
+not a whole number of blocks falls back to a compatible type or stays as it is. That plan and the file are Corral's;
+the per-block work is the engine's own ``ggml_quantize_chunk`` (:mod:`corral.convert.ggml`), the code
+llama-quantize runs, so the blocks are the ones llama.cpp would write.
 
 The input is parsed by Corral's bounded GGUF reader (every count and tensor range checked against the file size,
 CVE-2026-7482) and the metadata is copied byte for byte, so keys this code does not know survive unchanged. The
@@ -20,8 +21,9 @@ import os
 import re
 import struct
 import tempfile
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -31,8 +33,8 @@ import numpy as np
 import numpy.typing as npt
 from gguf import GGML_QUANT_SIZES, GGMLQuantizationType, GGUFValueType, LlamaFileType
 
+from corral.convert import ggml
 from corral.convert.common import CallbackFailed, ProgressFn, publish, report
-from corral.convert.kquants import KQUANTIZERS
 from corral.errors import ConvertError
 from corral.store.gguf_info import GGUFInfo, TensorInfo, read_gguf_info
 
@@ -65,7 +67,9 @@ _FLOAT_TENSORS = {Q.F32, Q.F16, Q.BF16}
 _FALLBACK = {Q.Q2_K: Q.Q4_0, Q.Q3_K: Q.Q4_0, Q.Q4_K: Q.Q5_0, Q.Q5_K: Q.Q5_1, Q.Q6_K: Q.Q8_0}
 _BLOCK_RE = re.compile(r"^blk\.(\d+)\.")
 CHUNK_ELEMENTS = 1 << 19  # rows are quantized in chunks of about half a million weights (bounded temporaries)
-MAX_WORKERS = 8  # numpy releases the GIL in its loops; each worker holds ~20 chunk-sized temporaries
+# The engine's kernel runs with the GIL released (ctypes), as does numpy's float conversion, so chunks quantize side
+# by side; each chunk in flight holds a 2 MB float32 copy and its output, and at most 2 per worker are in flight.
+MAX_WORKERS = 8
 
 
 def parse_quant_type(name: str) -> tuple[str, LlamaFileType, GGMLQuantizationType]:
@@ -272,17 +276,9 @@ def _as_float32(raw: npt.NDArray[np.uint8], kind: GGMLQuantizationType, rows: in
 
 def quantize_rows(rows: npt.NDArray[np.float32], qtype: GGMLQuantizationType) -> npt.NDArray[Any]:
     """Quantize a float32 ``(n_rows, n_cols)`` array to ``qtype``'s bytes (rows must be whole blocks)."""
-    rows = np.ascontiguousarray(rows, dtype=np.float32)
     if qtype == Q.F32:
-        return rows
-    if qtype == Q.F16:
-        return rows.astype(np.float16)
-    block, size = GGML_QUANT_SIZES[qtype]
-    fn = KQUANTIZERS.get(qtype.name)
-    if fn is not None:
-        blocks = rows.reshape(-1, block)
-        return np.asarray(fn(blocks), dtype=np.uint8).reshape(rows.shape[0], rows.shape[1] // block * size)
-    return np.asarray(gguf.quants.quantize(rows, qtype), dtype=np.uint8)
+        return np.ascontiguousarray(rows, dtype=np.float32)
+    return ggml.quantize_rows(rows, qtype)
 
 
 def _chunks(n_rows: int, n_cols: int) -> Iterator[tuple[int, int]]:
@@ -431,7 +427,7 @@ def quantize_gguf(src: Path, dst: Path, qtype: str, progress: ProgressFn | None 
             report(progress, status, 0, total)
             for done, t in enumerate(info.tensor_infos, 1):
                 _pad(out, alignment)
-                _write_tensor(out, source.data, t, types[t.name], pool)
+                _write_tensor(out, source.data, t, types[t.name], pool, workers)
                 source.release()
                 report(progress, status, done, total)
             _pad(out, alignment)
@@ -481,7 +477,7 @@ class _SourceMap:
 
 def _write_tensor(
     out: BinaryIO, source: npt.NDArray[np.uint8], t: TensorInfo, target: GGMLQuantizationType,
-    pool: ThreadPoolExecutor,
+    pool: ThreadPoolExecutor, workers: int,
 ) -> None:
     """Copy one tensor unchanged, or convert it chunk by chunk (chunks quantized in parallel, written in order)."""
     assert t.n_bytes is not None
@@ -499,5 +495,11 @@ def _write_tensor(
         values = _as_float32(raw[start * n_cols * width : stop * n_cols * width], current, stop - start, n_cols)
         return quantize_rows(values, target).tobytes()
 
-    for data in pool.map(work, _chunks(n_rows, n_cols)):
-        out.write(data)
+    # In order, with at most two chunks per worker in flight: memory stays bounded however large the tensor.
+    pending: deque[Future[bytes]] = deque()
+    for span in _chunks(n_rows, n_cols):
+        if len(pending) >= 2 * workers:
+            out.write(pending.popleft().result())
+        pending.append(pool.submit(work, span))
+    while pending:
+        out.write(pending.popleft().result())

@@ -11,11 +11,12 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from corral import __version__, config, metrics
-from corral.api import anthropic, create, native, openai, responses, transfer, ui
+from corral.api import anthropic, create, health, native, openai, responses, transfer, ui
 from corral.api import rerank as rerank_api
 from corral.authoring import bundled
 from corral.http import auth, errors, fastlane, hotpath, reqlog, security
-from corral.http.middleware import AssumeJSONBody
+from corral.http.middleware import AssumeJSONBody, CatchAll
+from corral.inference.runner.process import remove_stale_socket_dirs
 from corral.inference.scheduler import Scheduler
 from corral.inference.service import InferenceService
 from corral.store.store import Store
@@ -38,6 +39,7 @@ def create_app(models_dir: Path | None = None, bind: config.HostPort | None = No
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        remove_stale_socket_dirs()  # what a killed server's runners left in /tmp
         scheduler = Scheduler()
         app.state.scheduler = scheduler
         app.state.service = InferenceService(scheduler)
@@ -48,6 +50,7 @@ def create_app(models_dir: Path | None = None, bind: config.HostPort | None = No
                 store.prune()
             except Exception as exc:  # pruning is housekeeping; never fatal
                 log.warning("prune skipped: %s", exc)
+        app.state.ready = True  # /readyz: start-up done
         try:
             yield
         finally:
@@ -63,7 +66,8 @@ def create_app(models_dir: Path | None = None, bind: config.HostPort | None = No
                            else fastlane.FastLane(store, check_host=bind.is_loopback))
     # Starlette runs the last-added middleware first: request log, Host check, Origin check, CORS, API key, then
     # body rules.
-    app.add_middleware(hotpath.HotPath, store=store)  # innermost of all: polled read-only routes skip FastAPI
+    app.add_middleware(CatchAll)  # innermost of all: no exception reaches the server (it would drop the connection)
+    app.add_middleware(hotpath.HotPath, store=store)  # polled read-only routes skip FastAPI
     if registry.enabled:  # innermost: it sees the route matched and the status the error handlers chose
         app.add_middleware(metrics.MetricsMiddleware, registry=registry)
     app.add_middleware(AssumeJSONBody)
@@ -80,6 +84,7 @@ def create_app(models_dir: Path | None = None, bind: config.HostPort | None = No
     app.add_middleware(reqlog.RequestLog)
     errors.install(app)
     app.include_router(native.router)
+    app.include_router(health.router)
     app.include_router(openai.router)
     app.include_router(responses.router)
     app.include_router(anthropic.router)

@@ -4,10 +4,11 @@ Ollama has no authentication of its own (its maintainers point to a reverse prox
 most, and the one thing that makes a server bound to a LAN address safe to leave running. The key is accepted as
 ``Authorization: Bearer <key>`` (what the OpenAI SDK, the ``ollama`` client with a header and the ``corral`` CLI send)
 or as ``x-api-key: <key>`` (what the Anthropic SDK sends). ``GET /`` and ``HEAD /`` stay open, so health checks and
-"is a server running?" probes keep working, and so do CORS preflights (``OPTIONS``), which browsers send without
-credentials, and the web chat's own files (``GET /ui`` and what it loads: they hold no data, and the page asks for the
-key when its first API call is refused). A refusal is a 401 in the error shape of the route's API family, so each SDK
-raises its own authentication error.
+"is a server running?" probes keep working, as do the ``/healthz`` and ``/readyz`` probes (they tell nothing about
+models), and so do CORS preflights (``OPTIONS``), which browsers send without credentials, and the web chat's own
+files (``GET /ui`` and what it loads: they hold no data, and the page asks for the key when its first API call is
+refused). A refusal is a 401 in the error shape of the route's API family, so each SDK raises its own authentication
+error.
 """
 
 from __future__ import annotations
@@ -52,11 +53,14 @@ def key_matches(presented: list[bytes], expected: bytes) -> bool:
     return ok
 
 
+_OPEN_PATHS = ("/", "/healthz", "/readyz")
+
+
 def is_exempt(scope: Scope) -> bool:
     method = scope["method"]
     if method == "OPTIONS":
         return True
-    return method in ("GET", "HEAD") and (scope["path"] == "/" or scope["path"] in PUBLIC_PATHS)
+    return method in ("GET", "HEAD") and (scope["path"] in _OPEN_PATHS or scope["path"] in PUBLIC_PATHS)
 
 
 def error_body(path: str, message: str) -> dict[str, Any]:

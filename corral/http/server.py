@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
 import sys
 from types import FrameType
 
 from corral import __version__, config
 from corral.config import HostPort
+
+REPLICA_HEADER = "X-Corral-Replica"
+_REPLICA_RE = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+def replica_id() -> str | None:
+    """``CORRAL_REPLICA_ID``: a name for this server among replicas behind a load balancer, sent back on every
+    response as ``X-Corral-Replica`` (uvicorn's default headers, so the protocol-level fast lane sends it too).
+    Only the ``CORRAL_`` name; a value that could not be a header token is refused at start."""
+    value = os.environ.get("CORRAL_REPLICA_ID", "").strip()
+    if not value:
+        return None
+    if not _REPLICA_RE.fullmatch(value):
+        raise ValueError("CORRAL_REPLICA_ID must be 1 to 64 letters, digits, '.', '_', ':' or '-'")
+    return value
 
 
 def serve(bind: HostPort | None = None) -> None:
@@ -26,6 +43,11 @@ def serve(bind: HostPort | None = None) -> None:
             super().handle_exit(sig, frame)
 
     bind = bind or config.host()
+    try:
+        replica = replica_id()
+    except ValueError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
     if config.require_auth() and not bind.is_loopback and config.api_key() is None:
         print(f"Error: CORRAL_REQUIRE_AUTH is set and the server would listen on {bind.host}:{bind.port}, "
               "beyond this machine, but CORRAL_API_KEY is not set", file=sys.stderr)
@@ -37,23 +59,24 @@ def serve(bind: HostPort | None = None) -> None:
     )
     logging.getLogger("httpx").setLevel(logging.DEBUG if config.debug() else logging.WARNING)
     logging.getLogger("corral.http.server").info(
-        "Listening on %s:%d (corral %s), models in %s", bind.host, bind.port, __version__, config.models_dir()
-    )
+        "Listening on %s:%d (corral %s), models in %s%s", bind.host, bind.port, __version__, config.models_dir(),
+        f", replica {replica}" if replica else "")
     _announce_engine()
     if not bind.is_loopback and config.api_key() is None:
         logging.getLogger("corral.http.server").warning(
             "listening beyond loopback without CORRAL_API_KEY: every host that can reach %s:%d can use this server",
             bind.host, bind.port)
     app = create_app(bind=bind)
-    lane = app.state.fast_lane
     Server(uvicorn.Config(
         app,
-        http=fastlane.protocol_class(lane),
+        # The fast lane rides on uvicorn's internals: checked here, uvicorn's own protocol if they moved.
+        http=fastlane.server_protocol(app.state.fast_lane),
         host=bind.host,
         port=bind.port,
         log_level="warning",
         access_log=config.debug(),
         timeout_graceful_shutdown=5,
+        headers=[(REPLICA_HEADER, replica)] if replica else None,
     )).run()
 
 

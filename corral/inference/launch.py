@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from corral import config
@@ -52,10 +53,12 @@ def plan(model: Model, opts: dict[str, Any], *, for_embedding: bool = False) -> 
         reranking=info.is_reranker,
         pooling="last" if for_embedding and not info.is_embedding else None,
         adapters=[str(p) for p in model.adapters],
+        projector=None if embedding or not model.projectors else str(model.projectors[0]),
         slot_save_path=None if embedding else _kv_dir(model, runner_opts.num_ctx),
         speculative=drafting.types,
         draft=drafting.draft,
         draft_max=drafting.draft_max,
+        cache_ram_mib=0 if embedding else memory.prompt_cache_bytes(info, runner_opts.num_ctx, parallel) >> 20,
         rpc=engines.rpc_workers(generation=not (embedding or info.is_reranker)),
     )
     key = runner_key(model)
@@ -65,15 +68,19 @@ def plan(model: Model, opts: dict[str, Any], *, for_embedding: bool = False) -> 
 
 
 def runner_key(model: Model) -> RunnerKey:
-    """Which loaded runner a model shares: same weights, adapters and draft model."""
+    """Which loaded runner a model shares: same weights, adapters, projector and draft model."""
     key = (model.model_digest, *sorted(str(p) for p in model.adapters))
+    if model.projectors:
+        key = (*key, "projector:" + str(model.projectors[0]))
     return (*key, "draft:" + model.draft_digest) if model.draft is not None else key
 
 
 def _kv_dir(model: Model, num_ctx: int) -> str | None:
     if kvcache.max_bytes() <= 0 or model.info.is_embedding:
         return None
-    directory = kvcache.directory_for(model.model_digest, [str(p) for p in model.adapters], num_ctx)
+    # A projector is part of the key: a saved prompt with images restores only where the same projector is loaded.
+    extra = [str(p) for p in model.adapters] + [f"projector:{p}" for p in model.projectors[:1]]
+    directory = kvcache.directory_for(model.model_digest, extra, num_ctx)
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError:
@@ -85,4 +92,9 @@ def _size(model: Model, spec: LaunchSpec) -> int:
     weights = model.model_path.stat().st_size + sum(p.stat().st_size for p in model.adapters)
     if spec.draft and model.draft is not None:
         weights += model.draft.stat().st_size
-    return engines.local_share(memory.model_bytes(model.info, weights, spec.num_ctx, spec.parallel), spec, model.info)
+    if spec.projector is not None:
+        weights += memory.projector_bytes(model.projector_info, Path(spec.projector).stat().st_size)
+    size = memory.model_bytes(model.info, weights, spec.num_ctx, spec.parallel)
+    if not spec.cache_ram_mib:  # embedding runners keep no prompt cache
+        size -= memory.prompt_cache_bytes(model.info, spec.num_ctx, spec.parallel)
+    return engines.local_share(size, spec, model.info)

@@ -33,7 +33,42 @@ def kv_cache_bytes(info: GGUFInfo, num_ctx: int) -> int:
 
 
 def model_bytes(info: GGUFInfo, weights_size: int, num_ctx: int, parallel: int) -> int:
-    return weights_size + kv_cache_bytes(info, num_ctx) * parallel
+    """What a runner holds: weights, every slot's KV cache, and the engine's prompt cache."""
+    return weights_size + kv_cache_bytes(info, num_ctx) * parallel + prompt_cache_bytes(info, num_ctx, parallel)
+
+
+PROMPT_CACHE_MIN = 64 << 20
+PROMPT_CACHE_MAX = 8 << 30  # the engine's own default, which it fills whatever the model
+
+
+def prompt_cache_bytes(info: GGUFInfo, num_ctx: int, parallel: int) -> int:
+    """The engine's prompt cache: KV states of earlier prompts kept in RAM so a returning conversation skips its
+    prefix. Unbounded by Corral it grew by each request's prompt state (~1.4 MB for SmolLM2) up to 8 GiB; Corral
+    gives it one more full KV cache's worth (every slot's), at least 64 MiB, or ``CORRAL_PROMPT_CACHE`` MiB (0 turns
+    it off), and counts it like the KV cache."""
+    from corral import config
+
+    configured = config.env_int("PROMPT_CACHE", -1)
+    if configured >= 0:
+        return configured << 20
+    return min(max(kv_cache_bytes(info, num_ctx) * parallel, PROMPT_CACHE_MIN), PROMPT_CACHE_MAX)
+
+
+def projector_bytes(info: GGUFInfo | None, file_size: int) -> int:
+    """A vision projector's weights plus its encoder's working memory for one image: f32 attention scores for
+    every head over the patches, the image as floats, and the patch embeddings (the terms of Ollama's estimate)."""
+    if info is None:
+        return file_size
+
+    def number(key: str) -> int:
+        value = info.get(key)
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+    size, patch = number("clip.vision.image_size"), number("clip.vision.patch_size")
+    heads, width = number("clip.vision.attention.head_count"), number("clip.vision.embedding_length")
+    patches = (size // patch) ** 2 if size and patch else 0
+    graph = 4 * (size * size * 3 + patches * width + patches * patches * heads)
+    return file_size + graph
 
 
 def choose_parallel(info: GGUFInfo, weights_size: int, num_ctx: int, requested: int) -> int:

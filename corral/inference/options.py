@@ -8,6 +8,7 @@ travel with each request.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -54,14 +55,40 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
+# Ranges for the integer options, so the engine is never started or asked with a value it would assert on or
+# overflow (num_batch -1 killed a runner through a GGML_ASSERT; 2**31 threads failed the load). Wide enough for
+# every real use: num_gpu 999 means "all layers", as in Ollama's Modelfiles.
+_I32 = 2**31 - 1
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "num_ctx": (1, 1 << 24),
+    "num_batch": (1, 1 << 16),
+    "num_thread": (0, 1024),
+    "num_gpu": (-1, 1 << 20),
+    "main_gpu": (0, 1024),
+    "num_keep": (-1, _I32),
+    "num_predict": (-2, _I32),
+    "top_k": (-_I32, _I32),
+    "repeat_last_n": (-1, _I32),
+    "mirostat": (0, 2),
+    "draft_num_predict": (0, 1024),
+    "seed": (-(2**63), 2**63 - 1),
+}
+
+
 def _coerce(key: str, value: Any) -> Any:
     if key in INT_OPTIONS:
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise OptionError(f'option "{key}" must be of type integer')
-        return int(value)
+        number = int(value)  # Ollama truncates a float given for an integer option
+        low, high = INT_RANGES.get(key, (-(2**63), 2**63 - 1))
+        if not low <= number <= high:
+            raise OptionError(f'option "{key}" must be between {low} and {high}')
+        return number
     if key in FLOAT_OPTIONS:
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
             raise OptionError(f'option "{key}" must be of type float32')
+        if abs(value) > 3.4e38:
+            raise OptionError(f'option "{key}" is out of range for a float32')
         return float(value)
     if key in BOOL_OPTIONS:
         if not isinstance(value, bool):
@@ -148,7 +175,7 @@ def engine_sampling(opts: Mapping[str, Any], num_ctx: int) -> dict[str, Any]:
     }
     seed = int(opts.get("seed", -1))
     if seed >= 0:
-        fields["seed"] = seed
+        fields["seed"] = seed & 0xFFFFFFFF  # the engine's seed is 32 bits: what a C cast of Ollama's int gives
     stop = opts.get("stop")
     if stop:
         fields["stop"] = list(stop)

@@ -5,6 +5,8 @@ generate without any template): Corral renders the prompt, fits the history into
 engine's ``/completion``. Native: a chat with no Go template: the engine applies the GGUF's Jinja template through
 ``/v1/chat/completions`` and parses tool calls and reasoning itself. A forced tool call (``tool_choice``) always
 completes text directly after the call's opening tag, so the engine's grammar shapes the call from its first byte.
+Images go where each path's rule puts them (:mod:`.images`): markers in the rendered text, content parts on the
+native path.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from corral.errors import InferenceError, RequestError, TemplateError
-from corral.inference import options
+from corral.inference import images, options
 from corral.inference.request import InferenceRequest
 from corral.inference.runner.client import RunnerClient
 from corral.inference.structured import engine_schema
@@ -44,14 +46,16 @@ class EngineCall:
 
     endpoint: str  # COMPLETION or CHAT
     body: dict[str, Any]
-    prompt: str  # the text sent to COMPLETION ("" on CHAT)
+    prompt: str  # the text sent to COMPLETION, without its images ("" on CHAT)
     template: Template | None  # parses thinking and tool calls out of rendered-path output; None: pass text through
     think: bool  # whether the output may open with thinking
     forced_names: list[str] | None
 
 
 def settle(req: InferenceRequest, merged: dict[str, Any], num_ctx: int) -> Settings:
-    """Sampling fields, template and thinking for a request; raises RequestError for a bad format or template."""
+    """Sampling fields, template and thinking for a request; raises RequestError for a bad format, template or
+    image."""
+    images.check_request(req)
     sampling = options.engine_sampling(merged, num_ctx)
     schema = engine_schema(req.format)
     if schema is not None:
@@ -81,15 +85,33 @@ async def build(client: RunnerClient, req: InferenceRequest, settings: Settings,
     if tmpl is None and forced:
         text = await native_prompt(client, req, settings.think)
         text += jinja_tool_call_prefix(req.model.info.chat_template or "")
-        return EngineCall(COMPLETION, _completion_body(text, settings), text, None, think, settings.forced_names)
+        native, text = await _native_images(client, req, text)
+        return EngineCall(COMPLETION, _completion_body(native, settings), text, None, think, settings.forced_names)
+    placement = images.Placement() if has_images(req) else None
     try:
-        text = await _render(client, req, tmpl, settings.think, num_ctx)
+        text = await _render(client, req, tmpl, settings.think, num_ctx, placement)
     except TemplateError as exc:
         raise InferenceError(f"template error: {exc}") from exc
     if forced and tmpl is not None:
         text += tool_call_prefix(tmpl)
+    prompt: str | dict[str, Any] = text
+    if placement is not None:
+        prompt, text = placement.engine_prompt(text, await images.media_marker(client))
     parse_with = None if req.raw else tmpl
-    return EngineCall(COMPLETION, _completion_body(text, settings), text, parse_with, think, settings.forced_names)
+    return EngineCall(COMPLETION, _completion_body(prompt, settings), text, parse_with, think, settings.forced_names)
+
+
+def has_images(req: InferenceRequest) -> bool:
+    return bool(req.images) or any(m.get("images") for m in req.messages or ())
+
+
+async def _native_images(client: RunnerClient, req: InferenceRequest, text: str) -> tuple[str | dict[str, Any], str]:
+    """A prompt from the engine's own template carries its media markers, one per image part in message order."""
+    if not has_images(req):
+        return text, text
+    marker = await images.media_marker(client)
+    data = [images.clean(i) for m in with_model_messages(req) for i in m.get("images") or ()]
+    return {"prompt_string": text, "multimodal_data": data}, text.replace(marker, "")
 
 
 def template_override(source: str) -> Template:
@@ -139,8 +161,11 @@ async def native_prompt(client: RunnerClient, req: InferenceRequest, think: bool
 
 
 def engine_message(m: dict[str, Any]) -> dict[str, Any]:
-    """A native (Ollama) message in the engine's OpenAI shape: arguments as JSON text, thinking as reasoning."""
+    """A native (Ollama) message in the engine's OpenAI shape: arguments as JSON text, thinking as reasoning, images
+    as content parts where Ollama's rule places them."""
     out: dict[str, Any] = {"role": m.get("role", "user"), "content": m.get("content", "")}
+    if m.get("images"):
+        out["content"] = images.content_parts(str(m.get("content") or ""), m["images"])
     if m.get("thinking"):
         out["reasoning_content"] = m["thinking"]
     if m.get("tool_calls"):
@@ -164,7 +189,7 @@ def _forced_names(req: InferenceRequest) -> list[str]:
     return names
 
 
-def _completion_body(prompt: str, settings: Settings) -> dict[str, Any]:
+def _completion_body(prompt: str | dict[str, Any], settings: Settings) -> dict[str, Any]:
     return {"prompt": prompt, "cache_prompt": True, **settings.sampling}
 
 
@@ -190,10 +215,12 @@ def _chat_body(req: InferenceRequest, settings: Settings) -> dict[str, Any]:
 
 
 async def _render(client: RunnerClient, req: InferenceRequest, tmpl: Template | None, think: bool | str | None,
-                  num_ctx: int) -> str:
+                  num_ctx: int, placement: images.Placement | None = None) -> str:
+    """The rendered prompt; with ``placement``, each image is a tag of it where the image goes."""
     model = req.model
+    tag = placement.tag if placement is not None else None
     if req.raw:
-        return req.prompt or ""
+        return _tagged(req.prompt or "", req.images, placement)
     if tmpl is None:
         tmpl = template_override(prompts.DEFAULT_TEMPLATE)
     flag, level = think_flag(think), think_level(think)
@@ -203,34 +230,84 @@ async def _render(client: RunnerClient, req: InferenceRequest, tmpl: Template | 
         history = model.messages if not req.context else []
         if req.template is not None and not req.suffix:
             msgs = [*([{"role": "system", "content": system}] if system else []), *history,
-                    {"role": "user", "content": req.prompt or ""}]
+                    {"role": "user", "content": _tagged(req.prompt or "", req.images, placement)}]
             text = prompts.execute_values(tmpl, messages=msgs, think=flag, think_level=level)
+        elif req.suffix:  # fill-in-the-middle renders .Prompt alone: the images go in front of it
+            text = prompts.render_generate(tmpl, prompt=_tagged(req.prompt or "", req.images, placement),
+                                           system=system, suffix=req.suffix, think=flag, think_level=level)
         else:
-            text = prompts.render_generate(tmpl, prompt=req.prompt or "", system=system, suffix=req.suffix,
-                                           messages=history, think=flag, think_level=level)
+            text = prompts.render_generate(tmpl, prompt=req.prompt or "", system=system, messages=history,
+                                           images=req.images, think=flag, think_level=level, image_tag=tag)
         if req.context:
             text = await client.detokenize(req.context) + text
         return text
     messages = with_model_messages(req)
-    text = prompts.render_chat(tmpl, messages, tools=req.tools, think=flag, think_level=level)
-    # Bytes bound tokens from above for byte-level tokenizers: most prompts skip tokenizing altogether.
-    if len(text.encode()) + 2 <= num_ctx:
-        return text
-    return await _fit_history(client, tmpl, messages, req, think, num_ctx, text)
+    per_image = images.tokens_per_image(model.projector_info) if placement is not None else 0
+    pictures = sum(len(m.get("images") or ()) for m in messages) * per_image
+    # Bytes bound tokens from above for byte-level tokenizers: most prompts skip tokenizing altogether. The
+    # messages' own text is a lower bound of the prompt's bytes, so a long history is not even rendered whole. An
+    # image counts as the tokens its projector makes of it.
+    if sum(len(str(m.get("content") or "").encode()) for m in messages) + 2 + pictures <= num_ctx:
+        text = prompts.render_chat(tmpl, messages, tools=req.tools, think=flag, think_level=level, image_tag=tag)
+        if len(text.encode()) + 2 + _image_tokens(text, placement, per_image) <= num_ctx:
+            return text
+    return await _fit_history(client, tmpl, messages, req, think, num_ctx, placement, per_image)
+
+
+def _tagged(content: str, pictures: list[str], placement: images.Placement | None) -> str:
+    """Text with the tags of its images, by Ollama's rule (an ``[img]`` placeholder each, else in front)."""
+    if placement is None or not pictures:
+        return content
+    return "".join(p if isinstance(p, str) else placement.tag(pictures[p])
+                   for p in images.split_content(content, len(pictures)))
+
+
+def _image_tokens(text: str, placement: images.Placement | None, per_image: int) -> int:
+    return placement.count(text) * per_image if placement is not None else 0
 
 
 async def _fit_history(client: RunnerClient, tmpl: Template, messages: list[dict[str, Any]], req: InferenceRequest,
-                       think: bool | str | None, num_ctx: int, full: str) -> str:
-    """Drop the oldest non-system messages until the prompt fits num_ctx; the last message always stays."""
-    if len(await client.tokenize(full, add_special=True)) <= num_ctx:
-        return full
+                       think: bool | str | None, num_ctx: int, placement: images.Placement | None = None,
+                       per_image: int = 0) -> str:
+    """The prompt of the longest tail of the chat that fits num_ctx: system messages always stay, then as many of
+    the latest other messages as fit; the last message stays even when it alone is too long, as in Ollama. An image
+    counts as ``per_image`` tokens and leaves with its message (as in Ollama).
+
+    The window grows from the end by doubling, then a binary search between the last size that fit and the first
+    that did not: each try renders and tokenizes only its window, which is at most twice the prompt that fits, so
+    the cost follows ``num_ctx``, not the length of the history (10,000 messages cost what 100 do)."""
     system = [m for m in messages if m.get("role") == "system"]
     rest = [m for m in messages if m.get("role") != "system"]
-    text = full
-    for start in range(1, len(rest)):
-        window = system + rest[start:]
-        text = prompts.render_chat(tmpl, window, tools=req.tools, think=think_flag(think),
-                                   think_level=think_level(think))
-        if len(await client.tokenize(text, add_special=True)) <= num_ctx:
-            return text
-    return text
+    tag = placement.tag if placement is not None else None
+
+    async def fits(count: int) -> tuple[bool, str]:
+        text = prompts.render_chat(tmpl, system + rest[len(rest) - count:], tools=req.tools,
+                                   think=think_flag(think), think_level=think_level(think), image_tag=tag)
+        pictures = _image_tokens(text, placement, per_image)
+        if len(text.encode()) + 2 + pictures <= num_ctx:
+            return True, text
+        plain = placement.strip(text) if placement is not None else text
+        return len(await client.tokenize(plain, add_special=True)) + pictures <= num_ctx, text
+
+    ok, best = await fits(min(1, len(rest)))
+    if not ok or len(rest) <= 1:
+        return best
+    good, bad = 1, len(rest) + 1
+    size = 2
+    while size < bad:
+        ok, text = await fits(min(size, len(rest)))
+        if not ok:
+            bad = min(size, len(rest))
+            break
+        good, best = min(size, len(rest)), text
+        if good == len(rest):
+            return best
+        size *= 2
+    while bad - good > 1:
+        middle = (good + bad) // 2
+        ok, text = await fits(middle)
+        if ok:
+            good, best = middle, text
+        else:
+            bad = middle
+    return best

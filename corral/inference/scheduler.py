@@ -112,7 +112,7 @@ class Scheduler:
         entry.idle.clear()
         entry.last_used = time.monotonic()
         if keep_alive is not None:
-            entry.keep_alive = keep_alive
+            entry.keep_alive = config.bounded_keep_alive(keep_alive) if keep_alive == keep_alive else -1.0
         if entry.timer is not None:
             entry.timer.cancel()
             entry.timer = None
@@ -135,7 +135,7 @@ class Scheduler:
         if entry.timer is not None:
             entry.timer.cancel()
             entry.timer = None
-        if entry.keep_alive < 0 or entry.keep_alive == FOREVER:
+        if not 0 <= entry.keep_alive < config.KEEP_ALIVE_MAX:  # negative, NaN or beyond any timer: forever
             entry.expires_at = FOREVER
             return
         entry.expires_at = time.time() + entry.keep_alive
@@ -184,8 +184,12 @@ class Scheduler:
         runner = new_runner(spec)
         log.info("loading %s (num_ctx=%d, parallel=%d)", model.display_name, spec.num_ctx, spec.parallel)
         await runner.start(timeout=config.load_timeout())
-        if spec.slot_save_path and runner.client is not None:
-            await kvcache.restore(runner.client, Path(spec.slot_save_path), spec.parallel)
+        try:
+            if spec.slot_save_path and runner.client is not None:
+                await kvcache.restore(runner.client, Path(spec.slot_save_path), spec.parallel)
+        except BaseException:  # cancelled (its client left) before it was registered: nobody else would stop it
+            await asyncio.shield(runner.stop())
+            raise
         entry = Loaded(key=launch.key, spec=spec, runner=runner, model=model, size=launch.size)
         entry.slots = asyncio.Semaphore(spec.parallel)
         entry.keep_alive = config.keep_alive_default()

@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from corral import metrics
+from corral import config, metrics
 from corral.errors import InferenceError, RequestError, RunnerReplyError, RunnerUnreachable
-from corral.inference import embedding, launch, memory, options, prompting, rerank, streams
+from corral.inference import embedding, images, launch, options, prompting, rerank, streams
 from corral.inference.request import Embeddings, Final, InferenceRequest, Piece, RunningModel
 from corral.inference.runner.base import Runner
 from corral.inference.runner.client import RunnerClient
@@ -63,13 +63,13 @@ class InferenceService:
         out = []
         for entry, slots_busy in zip(entries, busy, strict=True):
             model = entry.model
-            if entry.refs > 0 and 0 <= entry.keep_alive < FOREVER:
+            if entry.refs > 0 and 0 <= entry.keep_alive < config.KEEP_ALIVE_MAX:
                 expires: float | None = time.time() + entry.keep_alive  # the clock starts when the requests end
-            elif entry.keep_alive < 0 or entry.expires_at == FOREVER:
+            elif not 0 <= entry.keep_alive < config.KEEP_ALIVE_MAX or entry.expires_at == FOREVER:
                 expires = None
             else:
                 expires = entry.expires_at
-            size = memory.model_bytes(model.info, model.record.manifest.size, entry.spec.num_ctx, entry.spec.parallel)
+            size = entry.size
             placement = entry.runner.placement
             # A model wholly on GPUs is all VRAM, as Ollama counts it; a split one never shows more VRAM than size
             vram = min(placement.size_vram, size)
@@ -161,7 +161,7 @@ def _engine_errors(runner: Runner) -> Iterator[None]:
         if not runner.alive():
             raise InferenceError(_death_message(runner, exc)) from exc
         if exc.engine_status == 400:
-            raise RequestError(str(exc)) from exc
+            raise RequestError(images.engine_message(str(exc))) from exc
         raise InferenceError(str(exc)) from exc
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import jsonschema
 from jsonschema.exceptions import SchemaError
 
-from corral.errors import InferenceError, RequestError
+from corral.errors import RequestError
 
 ANY_JSON: dict[str, Any] = {}
 
@@ -22,8 +22,9 @@ def engine_schema(fmt: Any) -> dict[str, Any] | None:
         return None
     if fmt == "json":
         return ANY_JSON
-    if not isinstance(fmt, dict):
-        raise InferenceError(f'invalid format: {fmt!r}; expected "json" or a valid JSON Schema object')
+    if not isinstance(fmt, dict):  # Ollama answers this with a 500; it is the client's error (docs/hardening.md)
+        shown = repr(fmt) if len(repr(fmt)) <= 80 else repr(fmt)[:77] + "..."
+        raise RequestError(f'invalid format: {shown}; expected "json" or a valid JSON Schema object')
     if not isinstance(fmt.get("$schema", ""), str):
         raise RequestError("invalid JSON schema in format: $schema must be a string")
     try:

@@ -8,7 +8,10 @@ killed server resumes from what arrived. The blob enters the store only through 
 partial file is hashed and renamed into place when its sha256 is the digest, and deleted when it is not.
 
 Pulls of the same digest in one server share one download; when the last of them goes away the download stops
-(its progress stays on disk for the next pull).
+(its progress stays on disk for the next pull). Across processes sharing the store (replicas), the blob's download
+lock (:mod:`corral.store.locks`) lets one process at a time fetch, verify and place a blob; a second process pulling
+it waits, reporting the first one's progress from its part-state files, and finds the blob in place. The verify runs
+right after the fetch, still under that lock, so a process never holds one blob's lock while it waits for another's.
 """
 
 from __future__ import annotations
@@ -86,7 +89,6 @@ class BlobDownload:
         self.abandoned = False
         self.url = endpoint.url("blobs", digest)  # replaced by the CDN's URL when the registry redirects
         self.fetch: asyncio.Task[None] | None = None
-        self._verify: asyncio.Task[None] | None = None
         self.key = (id(asyncio.get_running_loop()), str(store.root), digest)
 
     @property
@@ -187,10 +189,34 @@ class BlobDownload:
         self.fetch.add_done_callback(self._fetched)
 
     def _fetched(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or task.exception() is not None:
-            _forget(self)
+        _forget(self)  # placed or failed: the next pull starts from the store and the files on disk
 
     async def _run(self) -> None:
+        lock = self.store.download_lock(self.digest)
+        while not lock.acquire(blocking=False):  # another process is fetching this blob: follow its progress
+            self.completed = max(self.completed, self._progress_on_disk())
+            await asyncio.sleep(self.options.progress_interval)
+        try:
+            if self.store.blob_size(self.digest) == self.total:  # the other process placed it
+                self.completed = self.total
+                return
+            await self._download()
+            await asyncio.to_thread(self._hash_and_place)
+        finally:
+            lock.release(remove=True)
+
+    def _progress_on_disk(self) -> int:
+        """Bytes another process's download of this blob has on disk, from its part-state files."""
+        done = 0
+        for path in self._state_files():
+            try:
+                with open(path, "rb") as f:
+                    done += int(json.loads(f.read(4096))["Completed"])
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return min(done, self.total)
+
+    async def _download(self) -> None:
         client = RegistryClient(self.endpoint, self.options, token=self.token)
         fd: int | None = None
         saver: asyncio.Task[None] | None = None
@@ -324,16 +350,10 @@ class BlobDownload:
     # -- verification -----------------------------------------------------------------------------------------
 
     async def verify(self) -> None:
-        """Hash the partial file once (shared by every pull waiting on it) and move it into the store."""
-        if self._verify is None:
-            self._verify = asyncio.create_task(self._verify_and_place())
-        await asyncio.shield(self._verify)
-
-    async def _verify_and_place(self) -> None:
-        try:
-            await asyncio.to_thread(self._hash_and_place)
-        finally:
-            _forget(self)
+        """Wait for the blob to be in the store: the fetch task hashes the partial file and moves it into place
+        as soon as its bytes are in (shared by every pull waiting on it); re-raises its error, a mismatch included."""
+        assert self.fetch is not None
+        await asyncio.shield(self.fetch)
 
     def _hash_and_place(self) -> None:
         hasher = hashlib.sha256()
@@ -367,9 +387,8 @@ class BlobDownload:
 
     async def settled(self) -> None:
         """Wait until this download no longer touches its files (after a cancel)."""
-        pending: set[asyncio.Future[None]] = {t for t in (self.fetch, self._verify) if t is not None}
-        if pending:
-            await asyncio.wait(pending)
+        if self.fetch is not None:
+            await asyncio.wait({self.fetch})
 
 
 _active: dict[tuple[int, str, str], BlobDownload] = {}
@@ -403,13 +422,13 @@ async def acquire(store: Store, endpoint: Endpoint, digest: str, size: int, opti
 
 
 def release(download: BlobDownload) -> None:
-    """Drop one pull's interest. The last one out stops a fetch still running, or forgets a finished one that
-    nobody verified (a pull that failed on another blob); either way the next pull resumes from the files."""
+    """Drop one pull's interest. The last one out stops a fetch still running; the next pull resumes from the
+    files."""
     download.refs -= 1
     if download.refs > 0:
         return
     if download.fetch is not None and not download.fetch.done():
         download.abandoned = True
         download.fetch.cancel()
-    elif download._verify is None:
+    else:
         _forget(download)

@@ -8,21 +8,27 @@ digest``; ``writing manifest`` (the registry's exact bytes, so the model's diges
 Nothing the registry sends is trusted: the manifest must parse with every digest ``sha256:<64 hex>`` before any
 digest becomes a file name (CVE-2024-37032), its size is bounded, and a blob enters the store only after its sha256
 matches. The manifest is written last, so a failed pull never leaves a manifest pointing at a missing blob.
+
+Each blob is pinned (:meth:`Store.pin`) from the pull's first look at it until the manifest is written, so a delete
+or a start-up prune in another process sharing the store cannot remove a blob this pull counts on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncGenerator
 
 from corral import config
-from corral.errors import ManifestError, RegistryError, RegistryNotFound, StoreError, TransferDigestMismatch
+from corral.errors import ManifestError, RegistryError, RegistryNotFound, StoreError
 from corral.registry import download, hf
 from corral.registry.client import RegistryClient
-from corral.registry.endpoint import resolve
+from corral.registry.endpoint import Endpoint, resolve
 from corral.registry.options import DEFAULT_OPTIONS, TransferOptions
 from corral.registry.progress import Progress, blob, status
+from corral.store.locks import LockFile
 from corral.store.manifest import Manifest
+from corral.store.names import ModelName
 from corral.store.store import Store, canonical_digest
 
 log = logging.getLogger("corral.registry")
@@ -52,6 +58,15 @@ def parse_manifest(raw: bytes) -> list[tuple[str, int]]:
     return list(seen.items())
 
 
+async def _pin(store: Store, digest: str) -> LockFile:
+    """Pin a blob, waiting (without blocking the loop) while a remover in some process holds it."""
+    while True:
+        pin = store.pin(digest, blocking=False)
+        if pin is not None:
+            return pin
+        await asyncio.sleep(0.01)
+
+
 def _previous_blobs(store: Store, name: str) -> set[str]:
     """Blobs of the version being replaced; an unreadable old manifest just means nothing to clean up."""
     try:
@@ -69,6 +84,17 @@ async def pull_model(store: Store, name: str, *, insecure: bool = False,
     previous = _previous_blobs(store, target.display_long())
 
     yield status("pulling manifest")
+    pins: list[LockFile] = []
+    try:
+        async for event in _fetch_and_write(store, endpoint, target, previous, options, pins):
+            yield event
+    finally:
+        for pin in pins:
+            pin.release_and_tidy()
+
+
+async def _fetch_and_write(store: Store, endpoint: Endpoint, target: ModelName, previous: set[str],
+                           options: TransferOptions, pins: list[LockFile]) -> AsyncGenerator[Progress, None]:
     held: list[download.BlobDownload] = []
     try:
         async with RegistryClient(endpoint, options) as client:
@@ -82,6 +108,7 @@ async def pull_model(store: Store, name: str, *, insecure: bool = False,
                 raise RegistryError(f"pull model manifest: {exc}") from None
 
             for digest, size in blobs:
+                pins.append(await _pin(store, digest))
                 if store.blob_size(digest) == size:
                     yield blob("pulling", digest, size, size)
                     continue
@@ -95,14 +122,8 @@ async def pull_model(store: Store, name: str, *, insecure: bool = False,
                                         "(file does not exist)") from None
 
         yield status("verifying sha256 digest")
-        mismatch: TransferDigestMismatch | None = None
-        for job in held:
-            try:
-                await job.verify()
-            except TransferDigestMismatch as exc:  # check the rest too, so no bad download lingers for the next pull
-                mismatch = mismatch or exc
-        if mismatch is not None:
-            raise mismatch
+        for job in held:  # each blob was hashed and placed as its fetch ended; a mismatch was raised there
+            await job.verify()
     finally:
         for job in held:
             download.release(job)

@@ -60,6 +60,14 @@ class Model:
         return _gguf_info(str(self.model_path), self.model_digest)
 
     @functools.cached_property
+    def projector_info(self) -> GGUFInfo | None:
+        """The first projector's GGUF header (the one the engine loads); None without one."""
+        if not self.projectors:
+            return None
+        path = self.projectors[0]
+        return _gguf_info(str(path), path.name)
+
+    @functools.cached_property
     def draft_info(self) -> GGUFInfo | None:
         return None if self.draft is None else _gguf_info(str(self.draft), self.draft_digest)
 

@@ -10,6 +10,10 @@ or digest that arrives over the API can reach another file (CVE-2024-37032). Blo
 hashed as they are written, fsynced and renamed; a manifest is written only after every blob it names is present
 with the right size, so an interrupted pull, create or crash never leaves a manifest that points at a missing or
 partial blob. Error messages name models and digests, never filesystem paths (CVE-2024-39719 leaked them).
+
+Several processes may share one store (replicas behind a load balancer): the lock protocol in :mod:`.locks` orders
+manifest writes against blob removals, so no interleaving of pulls, creates, copies, deletes and start-up prunes in
+different processes leaves a manifest that names a missing blob, and a live download's files are never pruned.
 """
 
 from __future__ import annotations
@@ -22,13 +26,16 @@ import stat
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from corral.errors import CorruptManifest, DigestMismatch, InvalidDigest, MissingBlob, ModelNotFound, StoreError
 
+from . import locks
 from .manifest import Manifest, ManifestError
 from .names import InvalidModelName, ModelName, parse_name
 
@@ -39,6 +46,10 @@ _DIGEST_ANYWHERE_RE = re.compile(r"sha256[:-]([0-9a-fA-F]{64})")
 MAX_MANIFEST_BYTES = 4 << 20  # real manifests are a few kilobytes; refuse to slurp anything huge
 _CHUNK = 1 << 20
 _TMP_PREFIX = ".tmp-"  # never a valid digest or name part, so Ollama's prune and ours both recognise leftovers
+_PARTIAL_RE = re.compile(r"sha256-([0-9a-f]{64})-partial(?:-\d+)?")  # a download's data and part-state files
+_LOCK_FILE_RE = re.compile(r"sha256-([0-9a-f]{64})\.(pin|download)")
+_FRESH_HOLD_S = 3600.0  # how long a blob written for a manifest-to-be stays pinned if that manifest never comes
+_FRESH_MAX = 512
 
 
 def canonical_digest(digest: str) -> str:
@@ -127,6 +138,87 @@ class Store:
         self.manifests_dir = self.root / "manifests"
         self._lock = threading.RLock()
         self._listing: tuple[list[tuple[str, _Stamp]], tuple[tuple[str, int, int], ...]] | None = None
+        self.locks_dir = locks.locks_dir(self.root)
+        self._store_lock = locks.LockFile(self.locks_dir / "store.lock")
+        self._store_depth = 0
+        # Blobs this process wrote for a manifest it has not written yet, pinned against other processes' removers.
+        self._fresh: dict[str, tuple[locks.LockFile, float]] = {}
+        weakref.finalize(self, _release_all, self._fresh)
+
+    # ------------------------------------------------------------------------------------------- locking
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """The store-wide lock (this thread's, reentrant) around changes of references and blob removals."""
+        with self._lock:
+            if self._store_depth == 0:
+                self._store_lock.acquire()
+            self._store_depth += 1
+            try:
+                yield
+            finally:
+                self._store_depth -= 1
+                if self._store_depth == 0:
+                    self._store_lock.release()
+
+    def pin(self, digest: str, *, blocking: bool = True) -> locks.LockFile | None:
+        """Hold a blob against removal by any process until the returned lock is released (``release_and_tidy``).
+
+        A remover holds a blob for milliseconds; ``blocking`` waits for it, otherwise None says "try again". The
+        blob may or may not exist."""
+        lock = self._blob_lock(digest, "pin")
+        return lock if lock.acquire(shared=True, blocking=blocking) else None
+
+    def download_lock(self, digest: str) -> locks.LockFile:
+        """The lock the one process downloading ``digest`` holds (unacquired)."""
+        return self._blob_lock(digest, "download")
+
+    def _blob_lock(self, digest: str, kind: str) -> locks.LockFile:
+        return locks.blob_lock(self.root, canonical_digest(digest)[len("sha256:"):], kind)
+
+    def _hold_fresh(self, digest: str) -> None:
+        """Pin a blob this process is writing for a manifest it will write next; called before the blob appears."""
+        now = time.monotonic()
+        with self._lock:
+            held = self._fresh.get(digest)
+            if held is not None:
+                self._fresh[digest] = (held[0], now)
+                return
+            for old, (lock, since) in list(self._fresh.items()):
+                if now - since > _FRESH_HOLD_S or len(self._fresh) >= _FRESH_MAX:
+                    del self._fresh[old]
+                    lock.release_and_tidy()
+            pin = self.pin(digest)
+            assert pin is not None
+            self._fresh[digest] = (pin, now)
+
+    def _drop_fresh(self, digests: Iterable[str]) -> None:
+        with self._lock:
+            for digest in digests:
+                held = self._fresh.pop(canonical_digest(digest), None)
+                if held is not None:
+                    held[0].release_and_tidy()
+
+    def _remove_blob(self, digest: str) -> bool:
+        """Remove an unreferenced blob unless some process holds it (then it stays, for a later prune).
+
+        Called with the store lock held, after the caller found no manifest referencing ``digest``."""
+        digest = canonical_digest(digest)
+        self._drop_fresh([digest])  # this process's own hold: removing it is this process's decision
+        claim = self._blob_lock(digest, "pin")
+        if not claim.acquire(blocking=False):
+            log.info("kept blob %s: a pull or create in progress holds it", digest)
+            return False
+        try:
+            os.unlink(self.blob_path(digest))
+            return True
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            log.warning("could not remove blob %s: %s", digest, exc.strerror)
+            return False
+        finally:
+            claim.release(remove=True)
 
     # ----------------------------------------------------------------------------------------------- blobs
 
@@ -204,6 +296,7 @@ class Store:
             digest = "sha256:" + hasher.hexdigest()
             if expected is not None and digest != expected:
                 raise DigestMismatch(expected, digest)
+            self._hold_fresh(digest)
             try:
                 os.chmod(tmp, 0o644)
                 os.replace(tmp, self.blob_path(digest))
@@ -270,6 +363,7 @@ class Store:
                     size += len(chunk)
             digest = "sha256:" + hasher.hexdigest()
             final = self.blob_path(digest)
+            self._hold_fresh(digest)
             if not final.is_file():
                 os.replace(tmp, final)
                 placed = True
@@ -399,26 +493,32 @@ class Store:
                 )
 
     def _write_manifest_file(self, path: Path, raw: bytes) -> None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise _oserror("cannot create the manifest directory", exc) from None
-        tmp = self._tmp_path(path.parent, "manifest")
-        placed = False
-        try:
-            with open(tmp, "xb") as f:
-                f.write(raw)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-            placed = True
-            _fsync_dir(path.parent)
-        except OSError as exc:
-            raise _oserror("cannot write the manifest", exc) from None
-        finally:
-            if not placed:
-                self._unlink_quiet(tmp)
+        for attempt in range(3):
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise _oserror("cannot create the manifest directory", exc) from None
+            tmp = self._tmp_path(path.parent, "manifest")
+            placed = False
+            try:
+                with open(tmp, "xb") as f:
+                    f.write(raw)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, path)
+                placed = True
+                _fsync_dir(path.parent)
+                return
+            except FileNotFoundError as exc:
+                # Another process (or Ollama) removed the empty directory between mkdir and open: make it again.
+                if attempt == 2:
+                    raise _oserror("cannot write the manifest", exc) from None
+            except OSError as exc:
+                raise _oserror("cannot write the manifest", exc) from None
+            finally:
+                if not placed:
+                    self._unlink_quiet(tmp)
 
     def write_manifest_bytes(self, name: str | ModelName, raw: bytes) -> ManifestRecord:
         """Store manifest bytes as they are (a pull keeps the registry's exact bytes, so the digest matches).
@@ -431,13 +531,15 @@ class Store:
         except ManifestError as exc:
             raise CorruptManifest(str(exc)) from None
         n = self._name(name)
-        with self._lock:
+        with self.exclusive():  # no other process removes a blob between the check and the rename
             self._check_blobs(manifest)
             target = self.existing_name(n)
             path = self.manifest_path(target)
             self._write_manifest_file(path, raw)
             raw_back, st = self._read_raw(path, target)
-            return self._record(target, raw_back, st)
+            record = self._record(target, raw_back, st)
+        self._drop_fresh(canonical_digest(layer.digest) for layer in manifest.blobs())
+        return record
 
     def write_manifest(self, name: str | ModelName, manifest: Manifest) -> ManifestRecord:
         """Write a manifest the way Ollama's create does (``json.Encoder`` bytes), after checking its blobs."""
@@ -550,7 +652,7 @@ class Store:
         Returns the digests of the blobs removed. A manifest that no longer parses can still be deleted; its
         blobs are then found by scanning its bytes for digests.
         """
-        with self._lock:
+        with self.exclusive():
             found = self.resolve(name)
             path = self.manifest_path(found)
             raw, _st = self._read_raw(path, found)
@@ -563,35 +665,18 @@ class Store:
                 raise _oserror(f"cannot delete {found.display_shortest()}", exc) from None
             self._prune_parents(path)
             in_use = self.referenced_digests()
-            removed: list[str] = []
-            for digest in sorted(candidates - in_use):
-                try:
-                    os.unlink(self.blob_path(digest))
-                    removed.append(digest)
-                except FileNotFoundError:
-                    continue
-                except OSError as exc:
-                    log.warning("could not remove blob %s: %s", digest, exc.strerror)
-            return removed
+            return [digest for digest in sorted(candidates - in_use) if self._remove_blob(digest)]
 
     def remove_unreferenced(self, digests: Iterable[str]) -> list[str]:
         """Remove those of ``digests`` that no manifest references any more (the layers a pull replaced)."""
-        with self._lock:
+        with self.exclusive():
             in_use = self.referenced_digests()
-            removed: list[str] = []
-            for digest in sorted({canonical_digest(d) for d in digests} - in_use):
-                try:
-                    os.unlink(self.blob_path(digest))
-                    removed.append(digest)
-                except FileNotFoundError:
-                    continue
-                except OSError as exc:
-                    log.warning("could not remove blob %s: %s", digest, exc.strerror)
-            return removed
+            return [digest for digest in sorted({canonical_digest(d) for d in digests} - in_use)
+                    if self._remove_blob(digest)]
 
     def copy(self, src: str | ModelName, dst: str | ModelName) -> ManifestRecord:
         """Copy a manifest file byte for byte under a new name (blobs are shared, not copied)."""
-        with self._lock:
+        with self.exclusive():  # the source's blobs stay until the copy references them too
             source = self.resolve(src)
             raw, _st = self._read_raw(self.manifest_path(source), source)
             target = self.existing_name(self._name(dst))
@@ -605,9 +690,11 @@ class Store:
 
         Blob files at least ``min_age`` seconds old are removed when no manifest references them or when their
         name is not a valid digest (partial downloads, leftovers of interrupted writes). Empty directories under
-        ``manifests/`` are removed. The age rule spares blobs a pull or create is writing right now.
+        ``manifests/`` are removed. The age rule spares blobs a pull or create is writing right now; so do the
+        locks, however old the files: a blob that another process holds (a pull or create whose manifest is not
+        written yet) and the ``-partial`` files of a download in progress in another process stay.
         """
-        with self._lock:
+        with self.exclusive():
             result = PruneResult()
             now = time.time()
             refs: set[str] = set()
@@ -639,14 +726,38 @@ class Store:
                         continue
                 except OSError:
                     continue
-                match = DIGEST_RE.fullmatch(entry.name)
-                if match is not None and "sha256:" + match.group(1).lower() in refs:
+                if not _inside(self.blobs_dir, Path(entry.path)):
                     continue
-                if _inside(self.blobs_dir, Path(entry.path)) and self._unlink_quiet(Path(entry.path)):
+                match = DIGEST_RE.fullmatch(entry.name)
+                if match is not None:
+                    digest = "sha256:" + match.group(1).lower()
+                    if digest in refs:
+                        continue
+                    if Path(entry.path) == self.blob_path(digest):
+                        if self._remove_blob(digest):
+                            result.removed_blobs.append(entry.name)
+                        continue
+                partial = _PARTIAL_RE.fullmatch(entry.name)
+                if partial is not None and locks.is_busy(self.download_lock("sha256:" + partial.group(1))):
+                    continue  # another process is downloading this blob right now
+                if self._unlink_quiet(Path(entry.path)):
                     result.removed_blobs.append(entry.name)
+            self._tidy_locks()
             result.removed_dirs = self._prune_empty_dirs()
             log.info("pruned %d unused blobs", len(result.removed_blobs))
             return result
+
+    def _tidy_locks(self) -> None:
+        """Remove the lock files of blobs nobody holds (a pull that failed before it could tidy up)."""
+        try:
+            names = os.listdir(self.locks_dir)
+        except OSError:
+            return
+        for name in names:
+            if _LOCK_FILE_RE.fullmatch(name):
+                lock = locks.LockFile(self.locks_dir / name)
+                if lock.acquire(blocking=False):
+                    lock.release(remove=True)
 
     @staticmethod
     def _older(path: Path, now: float, min_age: float) -> bool:
@@ -677,6 +788,13 @@ class Store:
             except OSError:
                 continue
         return removed
+
+
+def _release_all(fresh: dict[str, tuple[locks.LockFile, float]]) -> None:
+    """A collected Store's pins go with it."""
+    for lock, _since in fresh.values():
+        lock.release()
+    fresh.clear()
 
 
 __all__ = [

@@ -18,7 +18,7 @@ prints the function's JSON, which is what those templates were written for and w
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from corral.templates.gotemplate import (
@@ -647,12 +647,14 @@ def render_chat(
     tools: list[dict[str, Any]] | None = None,
     think: bool | None = None,
     think_level: str | None = None,
+    image_tag: Callable[[Any], str] | None = None,
 ) -> str:
     """The prompt Ollama renders for an ``/api/chat`` request with these (already truncated) messages.
 
     Images get ``chatPrompt``'s tags: each image of a message adds ``[img-N]`` (N counting from 0 over all
-    messages) before its content, or replaces the first literal ``[img]`` placeholder.  ``think=True`` gives
-    ``.ThinkLevel`` "medium"; a ``think_level`` alone turns thinking on.  Raises ``TemplateError``."""
+    messages) before its content, or replaces the first literal ``[img]`` placeholder; ``image_tag`` (given the
+    image) makes a different tag, where the engine's marker goes later.  ``think=True`` gives ``.ThinkLevel``
+    "medium"; a ``think_level`` alone turns thinking on.  Raises ``TemplateError``."""
     t, lvl, is_set = _think_values(think, think_level)
     msgs: list[TemplateMessage] = []
     image_id = 0
@@ -662,8 +664,8 @@ def render_chat(
         if isinstance(images, (list, tuple)) and images:
             content = _str(m.get("content"))
             prefix = ""
-            for _ in images:
-                tag = f"[img-{image_id}]"
+            for image in images:
+                tag = f"[img-{image_id}]" if image_tag is None else image_tag(image)
                 image_id += 1
                 if "[img]" in content:
                     content = content.replace("[img]", tag, 1)
@@ -684,6 +686,7 @@ def render_generate(
     think_level: str | None = None,
     messages: list[dict[str, Any]] | None = None,
     images: list[Any] | None = None,
+    image_tag: Callable[[Any], str] | None = None,
 ) -> str:
     """The prompt Ollama renders for ``/api/generate`` (not raw, no template override).
 
@@ -702,4 +705,4 @@ def render_generate(
     if images:
         user["images"] = list(images)
     msgs.append(user)
-    return render_chat(tmpl, msgs, tools=[], think=think, think_level=think_level)
+    return render_chat(tmpl, msgs, tools=[], think=think, think_level=think_level, image_tag=image_tag)

@@ -273,7 +273,7 @@ def test_request_mapping_to_the_engine(scripted: tuple[anthropic.Anthropic, Scri
     assert req.think == "high"
     assert req.messages == [
         {"role": "system", "content": "A.\n\nB."},
-        {"role": "user", "content": "look", "images": [PNG]},
+        {"role": "user", "content": "look\n\n[img]", "images": [PNG]},  # the image after the text, where it was
         {"role": "assistant", "content": "", "tool_calls": [{"id": "t1", "function": {"name": "f",
                                                                                      "arguments": {"a": 1}}}],
          "thinking": "hm"},

@@ -201,7 +201,7 @@ def test_unknown_model_is_not_found(client: openai.OpenAI) -> None:
      "invalid tool call arguments"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://x/y.png"}}]}]},
      "image URLs are not currently supported, please use base64 encoded data instead"),
-    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:image/gif;base64,"
+    ({"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:text/plain;base64,"
                                                                                       "R0lG"}}]}]},
      "invalid image input"),
     ({"messages": [{"role": "user", "content": [{"type": "image_url",
@@ -385,7 +385,7 @@ def test_request_mapping_to_the_engine(scripted: tuple[openai.OpenAI, ScriptedSe
                            "frequency_penalty": 0.1, "presence_penalty": 0.3}
     assert req.format == "json" and req.think is False and req.tools is None
     assert req.messages == [
-        {"role": "user", "content": "a\n\nb", "images": [PNG]},
+        {"role": "user", "content": "a\n\nb\n\n[img]", "images": [PNG]},  # the image after the texts, where it was
         {"role": "assistant", "content": "", "thinking": "thought",
          "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": {}}}]},
         {"role": "tool", "content": "42", "tool_call_id": "c1", "tool_name": "f"},

@@ -170,8 +170,9 @@ def test_negative_keep_alive_is_forever(fresh_server: ServerProcess, keep_alive:
 
 
 def test_memory_budget_evicts_then_refuses(tmp_path: Path) -> None:
-    # One slot: about 98 MB of weights plus 94 MB of KV cache at num_ctx 4096.
-    env = {"CORRAL_NUM_PARALLEL": "1", "CORRAL_MEMORY_LIMIT": str(250 << 20)}
+    # One slot: about 98 MB of weights, 94 MB of KV cache at num_ctx 4096 and as much again for the engine's prompt
+    # cache: ~286 MB. Two do not fit in 400 MiB; one with num_ctx 8192 (~474 MB) does not fit alone.
+    env = {"CORRAL_NUM_PARALLEL": "1", "CORRAL_MEMORY_LIMIT": str(400 << 20)}
     with running_server(tmp_path, env) as srv:
         store = Store(srv.models)
         real = store.blob_path(store.read_manifest(store.resolve(MODEL)).manifest.layers[0].digest).read_bytes()
@@ -179,7 +180,7 @@ def test_memory_budget_evicts_then_refuses(tmp_path: Path) -> None:
         client = ollama.Client(host=srv.url)
         client.generate(model=MODEL, prompt="Hi", options={"num_predict": 2})
         client.generate(model="second-smol", prompt="Hi", options={"num_predict": 2})
-        # Both would not fit in 250 MiB, so the idle one was evicted although MAX_LOADED_MODELS is 3.
+        # Both would not fit in 400 MiB, so the idle one was evicted although MAX_LOADED_MODELS is 3.
         assert [m.model for m in client.ps().models] == ["second-smol:latest"]
         # A context that alone needs more than the budget is refused with a clear error, and nothing crashes.
         r = httpx.post(srv.url + "/api/generate", timeout=60, json={

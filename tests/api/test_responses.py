@@ -254,7 +254,7 @@ def test_request_mapping_to_the_engine(scripted: tuple[openai.OpenAI, ScriptedSe
     assert req.messages == [
         {"role": "system", "content": "Be brief."},
         {"role": "system", "content": "Use tools."},
-        {"role": "user", "content": "ab", "images": [PNG]},
+        {"role": "user", "content": "ab[img]", "images": [PNG]},  # the image after the texts, where it was
         {"role": "assistant", "content": "", "thinking": "thought",
          "tool_calls": [{"id": "c1", "function": {"name": "f", "arguments": {"x": 1}}}]},
         {"role": "tool", "content": "42", "tool_call_id": "c1", "tool_name": "f"},

@@ -581,7 +581,33 @@ def test_extract_media(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert text == "what is in  please"
     assert len(images) == 1
     assert f"Added image '{image}'" in capsys.readouterr().err
-    assert turn.extract_media("see /nonexistent/x.png") == ("see /nonexistent/x.png", [])
+
+
+@pytest.mark.parametrize(("name", "data", "message"), [
+    ("missing.png", None, "couldn't read image '{path}': no such file"),
+    ("notes.png", b"just some text", "invalid image type: {path} (supported: PNG, JPEG, GIF or BMP)"),
+    ("photo.webp", b"RIFF\0\0\0\0WEBPVP8 ", "WebP images are not supported: convert it to PNG or JPEG"),
+    ("dir.png", "dir", "couldn't read image '{path}': it is a directory"),
+])
+def test_extract_media_names_the_file_it_cannot_attach(tmp_path: Path, name: str, data: bytes | str | None,
+                                                       message: str) -> None:
+    path = tmp_path / name
+    if data == "dir":
+        path.mkdir()
+    elif isinstance(data, bytes):
+        path.write_bytes(data)
+    with pytest.raises(ClientError) as caught:
+        turn.extract_media(f"describe {path}")
+    assert str(caught.value.message) == message.format(path=path)
+
+
+def test_extract_media_unreadable_file(tmp_path: Path) -> None:
+    # A path through a regular file fails to open for any user, root included (chmod 0 would not stop root).
+    parent = tmp_path / "plain"
+    parent.write_text("x")
+    with pytest.raises(ClientError) as caught:
+        turn.extract_media(f"describe {parent}/x.png")
+    assert caught.value.message == f"couldn't read image '{parent}/x.png': Not a directory"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -606,9 +632,10 @@ def test_help_lists_commands_in_ollamas_order() -> None:
     code, out, _ = cli(["--help"])
     assert code == 0
     names = re.findall(r"^  (\w+)\s", out.split("Commands:")[1], re.M)
-    # Ollama's commands in Ollama's order, then Corral's own (export, import, ui, engine, worker), then help
+    # Ollama's commands in Ollama's order, then Corral's own (export, import, ui, server, service, engine, worker),
+    # then help
     assert names == ["serve", "create", "show", "run", "stop", "pull", "push", "list", "ps", "cp", "rm",
-                     "export", "import", "ui", "engine", "worker", "help"]
+                     "export", "import", "ui", "server", "service", "engine", "worker", "help"]
     code, out, _ = cli(["help", "run"])
     assert code == 0 and "Usage: corral run" in out and "OLLAMA_NOHISTORY" in out
 
@@ -776,6 +803,8 @@ def test_autostart_spawns_and_waits(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     started: list[Stub] = []
 
     class Running:
+        pid = os.getpid()  # a live process, so the record of the started server has a real start time
+
         def poll(self) -> None:
             return None
 
@@ -801,6 +830,7 @@ def test_autostart_spawns_and_waits(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     assert out == "NAME    ID    SIZE    MODIFIED \n"
     assert err == f"Starting corral server in the background (log: {tmp_path / 'logs' / 'server.log'})\n"
     assert len(started) == 1
+    assert (tmp_path / "server.pid").read_text().splitlines()[:2] == [str(os.getpid()), f"127.0.0.1:{port}"]
 
 
 @pytest.mark.e2e
@@ -873,6 +903,25 @@ def test_session_sends_messages_and_keeps_history(session: Any) -> None:
     s.handle("again")
     assert [m["content"] for m in sent[1].messages] == ["hello", "reply 1", "again"]
     assert s.opts.messages[-1] == {"role": "assistant", "content": "reply 2"}
+
+
+def test_session_attaches_image_paths_for_a_vision_model(session: Any, tmp_path: Path) -> None:
+    import base64
+
+    from tests.vision_fixture import png_bytes
+
+    s, sent, _, err = session
+    s.opts.multimodal = True
+    image = tmp_path / "red.png"
+    image.write_bytes(png_bytes(2, 2, (255, 0, 0)))
+    s.handle(f"what is in {image}?")
+    assert sent[0].messages[-1] == {"role": "user", "content": "what is in ?",
+                                    "images": [base64.b64encode(image.read_bytes()).decode()]}
+    s.handle(str(image))  # a line that starts with the path is an image, not an unknown /command
+    assert sent[1].messages[-1]["images"] and sent[1].messages[-1]["content"] == ""
+    s.handle(f"and {tmp_path}/gone.png")  # a missing file: said, and nothing is sent or kept
+    assert len(sent) == 2 and len(s.opts.messages) == 4
+    assert err.getvalue().endswith(f"Error: couldn't read image '{tmp_path}/gone.png': no such file\n")
 
 
 def test_session_multiline_input(session: Any) -> None:

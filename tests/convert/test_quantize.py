@@ -1,12 +1,20 @@
-"""GGUF requantization: the K-quant ports against a scalar transliteration of llama.cpp's reference code, error
-bounds of every type through ``gguf.quants.dequantize``, llama.cpp's per-tensor type mixes, and quantized models
-that the real engine loads and runs.
+"""GGUF requantization: the engine's quantizer (``ggml_quantize_chunk`` in the pinned xllamacpp wheel, through
+ctypes) against a scalar transliteration of llama.cpp's reference code and the ``gguf`` package's numpy quantizers,
+a guard that fails when the pinned wheel changes under it, error bounds of every type through
+``gguf.quants.dequantize``, llama.cpp's per-tensor type mixes, and quantized models that the real engine loads and
+runs, with the greedy tokens the numpy kernels it replaced gave.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import hashlib
+import importlib.metadata
 import json
+import platform
 import struct
+import tomllib
 from pathlib import Path
 
 import gguf
@@ -14,10 +22,11 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as Q
 
-from corral.convert import convert_directory, quantize_gguf
-from corral.convert.kquants import KQUANTIZERS
+from corral.convert import convert_directory, ggml, quantize_gguf
 from corral.convert.quantize import parse_quant_type, plan_types, quantize_rows
+from corral.errors import ConvertError
 from corral.store.gguf_info import read_gguf_info
+from tests.conftest import FIXTURES, ROOT, SMOL_FILE, bundled_file
 from tests.convert.test_convert import (
     SENTENCES,
     bert_reference,
@@ -303,19 +312,31 @@ def _test_blocks() -> np.ndarray:
 
 @pytest.mark.parametrize("name", sorted(REFERENCE))
 def test_kquants_match_llama_cpp_reference(name: str) -> None:
-    """Byte-for-byte the reference on almost every block; where a float32 summation order flips a near-tie between
-    two candidate scales, the error stays within a whisker of the reference's."""
+    """The engine's K-quant blocks are the reference's, byte for byte, on almost every block: the compiled C may
+    fuse a multiply-add or sum in another order than this float32 transliteration, which can flip a near-tie
+    between two candidate scales; the error then stays within a whisker of the reference's."""
     x = _test_blocks()
     want = np.frombuffer(b"".join(REFERENCE[name]([f32(v) for v in row]) for row in x), np.uint8).reshape(len(x), -1)
-    got = KQUANTIZERS[name](x)
+    got = quantize_rows(x, Q[name])
     assert got.dtype == np.uint8 and got.shape == want.shape == (len(x), gguf.GGML_QUANT_SIZES[Q[name]][1])
     same = (want == got).all(axis=1)
     dw, dg = gguf.quants.dequantize(want, Q[name]), gguf.quants.dequantize(got, Q[name])
     ratio = float(np.sqrt(((dg - x) ** 2).mean()) / np.sqrt(((dw - x) ** 2).mean()))
     print(f"{name}: {same.sum()}/{len(x)} blocks byte-identical to the reference, RMSE ratio {ratio:.5f}")
-    assert same.sum() >= len(x) - 2
+    assert same.sum() >= len(x) - 3
     assert ratio < 1.02
     assert np.isfinite(dg).all() and (dg[2] == 0).all()
+
+
+@pytest.mark.parametrize("name", ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "F16", "BF16"])
+def test_legacy_types_match_the_gguf_package(name: str) -> None:
+    """The 32-weight types and the float ones: the engine writes exactly what ``gguf.quants.quantize`` (the numpy
+    port Corral used before) writes, edge cases included."""
+    rng = np.random.default_rng(5)
+    x = np.concatenate([_test_blocks().reshape(-1, 1024), (rng.standard_normal((32, 1024)) * 0.05).astype(f32)])
+    got = quantize_rows(x, Q[name])
+    want = np.asarray(gguf.quants.quantize(x, Q[name])).view(np.uint8).reshape(got.shape)
+    assert (got == want).all()
 
 
 # Relative RMSE (error RMS / signal RMS) on Gaussian weights: well inside what each bit width allows.
@@ -345,6 +366,100 @@ def test_quant_type_names() -> None:
             parse_quant_type(bad)
     with pytest.raises(ValueError, match="importance matrix"):
         parse_quant_type("q2_k_s")
+
+
+# -- the engine's quantizer is a private symbol of the pinned wheel: guard it --------------------------------------
+
+# sha256 (first 16 hex digits) of ggml_quantize_chunk's output for _guard_input(), xllamacpp 2026.10.11549 on
+# x86_64 Linux. Recorded from the pinned wheel; when it was recorded the same blocks agreed with the references
+# above (the legacy types byte for byte with the gguf package, the K-quants on all but near-tie blocks).
+GUARD_SHA256 = {
+    "F16": "9a4cdc1d0fa32519", "BF16": "355fc3665fb26e66", "Q4_0": "e7f1e8e608da3bb9", "Q4_1": "ffebee8e4f31d793",
+    "Q5_0": "45ec2325feba2e35", "Q5_1": "0953795f22d2ea20", "Q8_0": "87f09db4a186de51", "Q2_K": "0faae391bc96c779",
+    "Q3_K": "9a9c9b012c6a961a", "Q4_K": "9187b559ffd6b8f3", "Q5_K": "14e329e6b6a3436b", "Q6_K": "a5e7a35f5bb98ade",
+}
+
+
+def _guard_input() -> np.ndarray:
+    """16 rows of 1024 weights from integer arithmetic only (no RNG stream, no libm), with the awkward rows."""
+    k = np.arange(16 * 1024, dtype=np.uint64)
+    u = ((k * np.uint64(2654435761) + np.uint64(12345)) % np.uint64(2**32)).astype(np.float64) / 2**32 - 0.5
+    x = (u * u * u * 0.4 + u * 0.02).reshape(16, 1024)
+    x[3] = 0
+    x[4, :300] = 0
+    x[5] = 0.25
+    x[6] *= 1e-6
+    x[7] = np.abs(x[7])
+    x[8, ::37] *= 40
+    return x.astype(np.float32)
+
+
+def _pinned_wheel() -> str:
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    return next(d for d in deps if d.startswith("xllamacpp"))
+
+
+def test_engine_quantizer_is_the_pinned_one() -> None:
+    """Corral calls ``ggml_quantize_chunk``, which xllamacpp exports but does not document. A wheel that drops it,
+    renumbers ggml's types or quantizes differently must fail here, saying which, before it ships."""
+    pin = _pinned_wheel()
+    installed = f"xllamacpp=={importlib.metadata.version('xllamacpp')}"
+    assert installed == pin == ggml.PINNED_WHEEL, (
+        f"installed {installed}, pyproject.toml pins {pin}, corral/convert/ggml.py was checked against "
+        f"{ggml.PINNED_WHEEL}: re-check the engine's quantizer (this test, docs/convert.md) before moving the pin")
+    lib = ctypes.CDLL(str(ggml.library_path()))
+    missing = [name for name in ggml.SYMBOLS if not hasattr(lib, name)]
+    assert not missing, f"the engine library no longer exports {missing}: Corral's quantizer cannot work with it"
+    ggml.engine()  # every type number still names the type and block layout Corral expects
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return  # the hashes were recorded on x86_64; elsewhere the reference comparisons above still run
+    x = _guard_input()
+    got = {name: hashlib.sha256(quantize_rows(x, Q[name]).tobytes()).hexdigest()[:16] for name in GUARD_SHA256}
+    changed = sorted(name for name in GUARD_SHA256 if got[name] != GUARD_SHA256[name])
+    assert not changed, (f"the engine's ggml_quantize_chunk gives different bytes for {changed} than "
+                         f"{ggml.PINNED_WHEEL} did: compare its blocks with the references, then re-record")
+
+
+@pytest.mark.e2e
+def test_missing_engine_symbol_is_a_clear_error(tiny_f16: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """An engine library without the symbol (here: the C library) gives a ConvertError naming it, not a crash."""
+    libc = ctypes.util.find_library("c")
+    assert libc
+    monkeypatch.setattr(ggml, "library_path", lambda: Path(libc))
+    monkeypatch.setattr(ggml, "_engine", None)
+    out = tmp_path / "out.gguf"
+    with pytest.raises(ConvertError, match=r"does not export ggml_quantize_chunk: .* tested with xllamacpp=="):
+        quantize_gguf(tiny_f16, out, "q8_0")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_renumbered_engine_types_are_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Type numbers are checked against the library's own names and block sizes before anything is quantized."""
+    monkeypatch.setitem(ggml.GGML_TYPES, Q.Q4_K, (13, "q4_K"))
+    with pytest.raises(ConvertError, match=r"ggml type 13 is 'q5_K' with blocks \(256, 176\), not 'q4_K'"):
+        ggml._bind(ggml.library_path())
+
+
+def test_engine_arguments_checked_before_the_call() -> None:
+    """ggml aborts the process on a bad argument (GGML_ASSERT); these never reach it."""
+    with pytest.raises(ConvertError, match="not a whole number of Q4_0 blocks"):
+        ggml.quantize_rows(np.zeros((2, 100), np.float32), Q.Q4_0)
+    with pytest.raises(ConvertError, match="not a whole number of Q4_K blocks"):
+        ggml.quantize_rows(np.zeros((2, 384), np.float32), Q.Q4_K)
+    with pytest.raises(ConvertError, match="cannot quantize to IQ2_XXS"):
+        ggml.quantize_rows(np.zeros((2, 256), np.float32), Q.IQ2_XXS)
+    with pytest.raises(ConvertError, match="2-D"):
+        ggml.quantize_rows(np.zeros(256, np.float32), Q.Q8_0)
+    assert ggml.quantize_rows(np.zeros((0, 256), np.float32), Q.Q8_0).shape == (0, 272)
+    x = np.ascontiguousarray(_guard_input()[:, :256])
+    strided = np.asfortranarray(x)  # not C-contiguous: copied first
+    assert (ggml.quantize_rows(strided, Q.Q8_0) == ggml.quantize_rows(x, Q.Q8_0)).all()
+    raw = np.zeros(x.nbytes + 1, np.uint8)
+    unaligned = raw[1:].view(np.float32).reshape(x.shape)  # as a tensor at an odd offset of a mapped file would be
+    unaligned[:] = x
+    assert not unaligned.flags.aligned
+    assert (ggml.quantize_rows(unaligned, Q.Q8_0) == ggml.quantize_rows(x, Q.Q8_0)).all()
 
 
 # -- whole files ------------------------------------------------------------------------------------------------------
@@ -568,3 +683,58 @@ def test_metadata_reader_roundtrip_of_quantized_file(tiny_f16: Path, tmp_path: P
     for t in reader.tensors:
         assert ours[t.name].offset == t.data_offset and ours[t.name].kind == t.tensor_type
     assert json.loads(json.dumps(reader.fields["general.file_type"].contents())) == 15
+
+
+NUMPY_PATH_TOKENS = json.loads((FIXTURES / "quantize_numpy_path_tokens.json").read_text())
+
+
+def float_copy(src: Path, dst: Path) -> None:
+    """An F16 GGUF with the tensors of the quantized GGUF ``src`` dequantized (1-D ones as F32), metadata kept."""
+    reader = gguf.GGUFReader(src)
+    writer = gguf.GGUFWriter(dst, str(reader.fields["general.architecture"].contents()))
+    for key, field in reader.fields.items():
+        if key.startswith("GGUF.") or key in ("general.architecture", "general.file_type",
+                                              "general.quantization_version"):
+            continue
+        vtype = field.types[0]
+        writer.add_key_value(key, field.contents(), vtype,
+                             sub_type=field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None)
+    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
+    for t in reader.tensors:
+        shape = tuple(reversed([int(n) for n in t.shape]))
+        values = gguf.quants.dequantize(t.data, t.tensor_type).reshape(shape)
+        writer.add_tensor(t.name, values.astype(np.float32 if len(shape) == 1 else np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+@pytest.mark.e2e
+def test_engine_path_generates_like_the_numpy_path(tiny_f16: Path, tmp_path: Path) -> None:
+    """Greedy tokens of models quantized through the engine equal those recorded from the numpy kernels it replaced.
+
+    What this compares: the tiny random Llama (three prompts, 16 tokens) and SmolLM2-135M dequantized to F16 (a
+    real chat model, three prompts, 24 tokens) at Q8_0, Q4_0, Q4_1, Q5_0 and Q5_1, against tokens recorded at
+    commit e939046 (tests/fixtures/quantize_numpy_path_tokens.json). The legacy-type blocks of these files are
+    byte-identical to the numpy path's (test_legacy_types_match_the_gguf_package checks the same kernels live); the
+    Q6_K output matrix of the tiny 4/5-bit files differs in 7 of 317 blocks and the tokens still agree. The K-quant
+    mixes are not compared here: the numpy port broke 0.02-3 % of blocks' float near-ties differently from the
+    compiled C, which changes greedy output at the models' own near-ties (docs/convert.md has the numbers); their
+    blocks are checked against the C transliteration above instead.
+    """
+    smol = tmp_path / "smollm2-f16.gguf"
+    float_copy(bundled_file(*SMOL_FILE), smol)
+    specs: list[dict[str, object]] = []
+    want: dict[tuple[str, str, str], list[int]] = {}
+    for model, src, n_predict in (("tiny-llama", tiny_f16, 16), ("smollm2-f16", smol, 24)):
+        for qtype, prompts in NUMPY_PATH_TOKENS[model].items():
+            out = tmp_path / f"{model}-{qtype}.gguf"
+            quantize_gguf(src, out, qtype)
+            for prompt, tokens in prompts.items():
+                specs.append({"model": str(out), "prompt": prompt, "n_predict": n_predict})
+                want[(model, qtype, prompt)] = tokens
+    results = run_engines(specs)
+    got = {key: result["completion"]["tokens"] for key, result in zip(want, results, strict=True)}
+    differ = [key for key in want if got[key] != want[key]]
+    assert not differ, f"greedy tokens differ from the numpy path's for {differ}"

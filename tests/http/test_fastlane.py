@@ -1,19 +1,23 @@
-"""The protocol-level lane for polled GETs (``corral/api/fastlane.py``): byte-for-byte the app's answer, in order on a
+"""The protocol-level lane for polled GETs (``corral/http/fastlane.py``): byte-for-byte the app's answer, in order on a
 pipelined connection, and out of the way of every request it must not take (other Hosts, browsers, bodies)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
 import uvicorn
-from conftest import ServerProcess
+from conftest import ROOT, ServerProcess, running_server
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from corral.http import fastlane
 from corral.http.coalesce import HeadWithBody
 from corral.http.fastlane import FastLane, protocol_class
 from corral.store.store import Store
@@ -254,3 +258,77 @@ def test_a_failing_body_goes_to_the_app(tmp_path: Path) -> None:
         protocol.connection_lost(None)
     finally:
         loop.close()
+
+
+# -- the lane lives on uvicorn's internals: the versions and names it was tested with ---------------------------------
+
+
+def test_uvicorn_internals_the_lane_uses_are_there() -> None:
+    """Every private name of uvicorn's (and parser method of httptools') that the lane and the coalescer use, and
+    the versions, as ``corral serve`` checks them at start. A failure here names what moved; until it is fixed
+    the server runs without the lane (see test_server_without_the_lane_when_uvicorn_moved)."""
+    problems = fastlane.hook_problems()
+    assert not problems, "uvicorn/httptools internals moved under corral/http/fastlane.py: " + "; ".join(problems)
+
+
+def test_tested_ranges_are_the_pinned_ones() -> None:
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pins = {d.split(">=")[0]: d for d in deps if d.startswith(("uvicorn", "httptools"))}
+    for name, ((a, b), (c, d)) in (("uvicorn", fastlane.TESTED_UVICORN), ("httptools", fastlane.TESTED_HTTPTOOLS)):
+        assert pins[name] == f"{name}>={a}.{b},<{c}.{d}", f"pyproject.toml and fastlane.TESTED_* disagree on {name}"
+
+
+class _MovedProtocol:
+    """A protocol class as a uvicorn release might reshape it: ``pipeline`` renamed, no ``on_response_complete``."""
+
+    def __init__(self) -> None:
+        self.parser = self.url = self.headers = self.cycle = self.flow = None
+        self.access_log = self.server_state = self.transport = self.loop = self.client = None
+        self.queued: list[object] = []
+
+    def on_message_begin(self) -> None: ...
+    def on_headers_complete(self) -> None: ...
+    def on_body(self, body: bytes) -> None: ...
+    def on_message_complete(self) -> None: ...
+
+
+def test_the_check_names_what_moved(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert fastlane.hook_problems(_MovedProtocol) == [
+        "_MovedProtocol.pipeline", "_MovedProtocol.on_response_complete()"]
+    monkeypatch.setattr(uvicorn, "__version__", "0.56.0")
+    assert fastlane.hook_problems() == ["uvicorn 0.56.0 is outside the tested range >=0.30,<0.56"]
+
+
+def test_the_server_falls_back_when_the_check_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    lane = FastLane(Store(tmp_path / "models"), check_host=True)
+    chosen = fastlane.server_protocol(lane)
+    assert isinstance(chosen, type) and issubclass(chosen, HttpToolsProtocol)
+    monkeypatch.setattr(fastlane, "hook_problems", lambda: ["HttpToolsProtocol.pipeline"])
+    with caplog.at_level(logging.WARNING):
+        assert fastlane.server_protocol(lane) == "auto"  # uvicorn's own protocol: every request through the app
+    assert [r.getMessage() for r in caplog.records] == [
+        "fast lane and coalesced heads off, every request goes through the app: HttpToolsProtocol.pipeline"]
+
+
+@pytest.mark.e2e
+def test_server_without_the_lane_when_uvicorn_moved(server: ServerProcess, tmp_path: Path) -> None:
+    """A real server whose uvicorn reports a release past the tested range (set by a sitecustomize in the server's
+    interpreter) starts, says so in one warning line, and answers through the app; the usual server has no such
+    line."""
+    assert "fast lane and coalesced heads off" not in server.log_text()
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text("import uvicorn\nuvicorn.__version__ = '0.56.0'\n")
+    with running_server(tmp_path / "srv", {"PYTHONPATH": str(site), "CORRAL_NOBUNDLED": "1"}) as srv:
+        c = RawConnection(srv)
+        try:
+            for path in ("/api/tags", "/api/version", "/api/tags?via=app"):
+                c.send(get(path, srv.host))
+                status, headers, body = c.response()
+                assert status == 200 and headers["content-type"] == "application/json" and json.loads(body)
+        finally:
+            c.close()
+        warnings = [line for line in srv.log_text().splitlines() if "fast lane and coalesced heads off" in line]
+        assert len(warnings) == 1 and "level=WARNING" in warnings[0]
+        assert "uvicorn 0.56.0 is outside the tested range >=0.30,<0.56" in warnings[0]

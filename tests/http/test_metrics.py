@@ -122,3 +122,53 @@ def test_exposition_escapes_label_values() -> None:
     ttft = {s.labels.get("le"): s.value for s in families["corral_time_to_first_token_seconds"].samples
             if s.name.endswith("_bucket")}
     assert ttft["0.25"] == 0 and ttft["0.5"] == 1 and ttft["+Inf"] == 1
+
+
+def test_series_names_types_and_buckets() -> None:
+    """The exposition's families, kinds and bucket bounds, as the README lists them; no ``*_created`` series."""
+    registry = metrics.Registry()
+    registry.requests.inc(("native", "/api/tags", "200"))
+    registry.latency.observe(("native", "/api/tags"), 0.02)
+    registry.ttft.observe(("m",), 0.2)
+    for counter in (registry.prompt_tokens, registry.cached_tokens, registry.generated_tokens):
+        counter.inc(("m",), 1)
+    families = list(text_string_to_metric_families(registry.exposition()))
+    assert [(f.name, f.type) for f in families] == [
+        ("corral_requests", "counter"), ("corral_request_duration_seconds", "histogram"),
+        ("corral_time_to_first_token_seconds", "histogram"), ("corral_prompt_tokens", "counter"),
+        ("corral_prompt_cached_tokens", "counter"), ("corral_generated_tokens", "counter"),
+        ("corral_loaded_models", "gauge"), ("corral_queue_depth", "gauge"), ("corral_build_info", "gauge")]
+    names = {s.name for f in families for s in f.samples}
+    assert not any(n.endswith("_created") for n in names)
+    assert {"corral_requests_total", "corral_request_duration_seconds_bucket", "corral_request_duration_seconds_sum",
+            "corral_request_duration_seconds_count", "corral_generated_tokens_total"} <= names
+    by_name = {f.name: f for f in families}
+    for family, labels, bounds in (("corral_request_duration_seconds", {"family", "route", "le"},
+                                    metrics.LATENCY_BUCKETS),
+                                   ("corral_time_to_first_token_seconds", {"model", "le"}, metrics.TTFT_BUCKETS)):
+        buckets = [s for s in by_name[family].samples if s.name.endswith("_bucket")]
+        assert all(set(s.labels) == labels for s in buckets)
+        assert [float(s.labels["le"]) for s in buckets] == [*bounds, float("inf")]
+    assert set(by_name["corral_requests"].samples[0].labels) == {"family", "route", "status"}
+
+
+def test_registries_are_separate_and_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each Registry has a prometheus_client registry of its own (never the library's global one), and a metric
+    keeps at most MAX_SERIES label sets: model names come from clients."""
+    import prometheus_client
+
+    a, b = metrics.Registry(), metrics.Registry()
+    a.generated_tokens.inc(("m",), 5)
+    # The global registry's own collectors (process CPU, memory, gc) change between two reads; none is Corral's.
+    assert "corral_" not in prometheus_client.generate_latest(prometheus_client.REGISTRY).decode()
+    assert 'model="m"' in a.exposition() and 'model="m"' not in b.exposition()
+    monkeypatch.setattr(metrics, "MAX_SERIES", 3)
+    for i in range(5):
+        b.generated_tokens.inc((f"model-{i}",), 1)
+        b.ttft.observe((f"model-{i}",), 0.1)
+    samples = [s for f in text_string_to_metric_families(b.exposition()) for s in f.samples]
+    assert {s.labels["model"] for s in samples if s.name == "corral_generated_tokens_total"} == {
+        "model-0", "model-1", "model-2"}
+    assert len([s for s in samples if s.name == "corral_time_to_first_token_seconds_count"]) == 3
+    b.generated_tokens.inc(("model-1",), 1)  # an existing series still counts
+    assert 'corral_generated_tokens_total{model="model-1"} 2.0' in b.exposition()

@@ -60,6 +60,8 @@ def test_invalid_schema_is_400(server: ServerProcess, bad: dict) -> None:
     assert r.status_code == 400 and "invalid JSON schema" in r.json()["error"]
 
 
-def test_unknown_format_is_ollamas_500(server: ServerProcess) -> None:
-    r = httpx.post(server.url + "/api/generate", json={"model": MODEL, "prompt": "hi", "format": "yaml"})
-    assert r.status_code == 500 and r.json()["error"].startswith("invalid format:")
+@pytest.mark.parametrize("bad", ["yaml", 5, 1.5, True, ["json"]])
+def test_unknown_format_is_400(server: ServerProcess, bad: object) -> None:
+    """Ollama answers these with a 500; a format that is neither "json" nor a schema is the client's error."""
+    r = httpx.post(server.url + "/api/generate", json={"model": MODEL, "prompt": "hi", "format": bad})
+    assert r.status_code == 400 and r.json()["error"].startswith("invalid format:")

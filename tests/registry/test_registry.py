@@ -335,8 +335,8 @@ def test_concurrent_pulls_of_one_digest_share_one_download(registry: FaultRegist
         return second
 
     second = asyncio.run(both())
-    joined = [e for e in second if e.get("digest") == weights]
-    assert 0 < joined[0].get("completed", 0) < len(WEIGHTS)  # it watched the running download, not a cache hit
+    seen = [e.get("completed", 0) for e in second if e.get("digest") == weights]
+    assert any(0 < c < len(WEIGHTS) for c in seen), seen  # it watched the running download, not a cache hit
     assert sorted(registry.range_starts(weights)) == [0, 100_000, 200_000, 300_000]  # fetched once
     assert len(store.list_models()) == 2
     assert download._active == {}

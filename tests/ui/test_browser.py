@@ -468,19 +468,12 @@ def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
 
 
 def vision_model(srv: ServerProcess, name: str, tmp: Path) -> None:
-    """The bundled model plus a (tiny, blank) projector: a model whose capabilities include vision."""
-    import gguf
-    import numpy as np
+    """The bundled model plus the tests' projector (tests/vision_fixture.py): a vision model the engine really runs."""
+    from conftest import SMOL_FILE, bundled_file
 
-    path = tmp / "mmproj.gguf"
-    writer = gguf.GGUFWriter(str(path), "clip")
-    writer.add_string("general.type", "mmproj")
-    writer.add_tensor("mm.0.weight", np.zeros((4, 4), dtype=np.float32))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    data = path.read_bytes()
+    from tests.vision_fixture import write_projector
+
+    data = write_projector(tmp / "mmproj.gguf", bundled_file(*SMOL_FILE)).read_bytes()
     projector = "sha256:" + hashlib.sha256(data).hexdigest()
     with httpx.Client(base_url=srv.url, timeout=120) as http:
         assert http.post(f"/api/blobs/{projector}", content=data).status_code == 201

@@ -24,11 +24,13 @@ import ctypes
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -42,6 +44,53 @@ from corral.inference.runner.placement import Placement
 from corral.inference.runner.spec import LaunchSpec
 
 log = logging.getLogger("corral.runner")
+
+
+SOCKET_DIR_PREFIX = "corral-runner-"
+OWNER_FILE = "server.pid"
+
+
+def remove_stale_socket_dirs(root: str | None = None, grace: float = 600.0) -> int:
+    """Remove the runner socket directories a killed server left (``kill -9`` gives it no time to clean up): those
+    whose owning server is gone, and unowned ones older than ``grace`` seconds. Returns how many went."""
+    root = root or tempfile.gettempdir()
+    removed = 0
+    try:
+        entries = list(os.scandir(root))
+    except OSError:
+        return 0
+    for entry in entries:
+        if not entry.name.startswith(SOCKET_DIR_PREFIX) or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_uid != os.getuid():
+                continue
+            with open(os.path.join(entry.path, OWNER_FILE), encoding="ascii") as owner:
+                pid = int(owner.read().strip() or "0")
+        except FileNotFoundError:
+            pid = 0
+        except (OSError, ValueError):
+            continue
+        if pid > 0 and _alive(pid):
+            continue
+        if pid <= 0 and time.time() - entry.stat(follow_symlinks=False).st_mtime < grace:
+            continue  # no owner file yet: a runner being started right now
+        shutil.rmtree(entry.path, ignore_errors=True)
+        removed += 1
+    if removed:
+        log.info("removed %d runner socket director%s left by a stopped server", removed,
+                 "y" if removed == 1 else "ies")
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def new_runner(spec: LaunchSpec) -> Runner:
@@ -95,7 +144,7 @@ class _EngineProcess(abc.ABC):
         # not reaped yet (a zombie): the status is not known
         status = "it exited" if code is None else f"exit status {code}" if code >= 0 else f"signal {-code}"
         detail = next((line for line in reversed(self._log_tail) if " E " in line or "error" in line.lower()), "")
-        return f"llama-server process no longer running: {status} {detail}".strip()
+        return f"llama-server process no longer running: {status} {without_paths(detail)}".strip()
 
     async def start(self, timeout: float) -> None:
         try:
@@ -109,6 +158,9 @@ class _EngineProcess(abc.ABC):
         except OSError as exc:
             await self.stop()
             raise RunnerError(f"failed to start llama runner: {exc}") from exc
+        except BaseException:  # cancelled: the client that asked for the load left; no runner may be left behind
+            await asyncio.shield(self.stop())
+            raise
         log.info("runner pid=%s serving %s on %s", self.pid, os.path.basename(self.spec.model), url)
 
     @abc.abstractmethod
@@ -126,7 +178,7 @@ class _EngineProcess(abc.ABC):
     def _load_failure(self) -> str:
         errors = [line for line in self._log_tail if " E " in line or "error" in line.lower() or "failed" in line]
         detail = errors[-1].strip() if errors else "llama runner process has terminated"
-        return f"failed to load model: {detail}"
+        return f"failed to load model: {without_paths(detail)}"
 
     async def _drain_stderr(self) -> None:
         assert self._proc is not None and self._proc.stderr is not None
@@ -172,7 +224,9 @@ class WheelRunner(_EngineProcess):
         proc = await self._spawn(sys.executable, "-m", "corral.inference.runner.wheel",
                                  stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
         assert proc.stdin is not None and proc.stdout is not None
-        self._socket_dir = tempfile.mkdtemp(prefix="corral-runner-")  # mode 0700: only this user can connect
+        self._socket_dir = tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX)  # mode 0700: only this user can connect
+        with open(os.path.join(self._socket_dir, OWNER_FILE), "w", encoding="ascii") as owner:
+            owner.write(str(os.getpid()))  # whose it is, so a later start can tell a killed server's leftovers
         launch = {**self.spec.to_json(), "api_key": self._api_key,
                   "socket": os.path.join(self._socket_dir, "engine.sock")}
         proc.stdin.write((json.dumps(launch) + "\n").encode())
@@ -191,7 +245,7 @@ class WheelRunner(_EngineProcess):
                 self._client = RunnerClient(event["url"], self._api_key)
                 return str(event["url"])
             if event.get("event") == "error":
-                raise RunnerError(f"failed to load model: {event.get('error')}")
+                raise RunnerError(f"failed to load model: {without_paths(str(event.get('error')))}")
 
 
 class ServerBinaryRunner(_EngineProcess):
@@ -209,7 +263,9 @@ class ServerBinaryRunner(_EngineProcess):
 
     async def _launch(self) -> str:
         extra = await self._plan.prepare(self.placement) if self._plan is not None else []
-        self._socket_dir = tempfile.mkdtemp(prefix="corral-runner-")  # mode 0700: only this user can connect
+        self._socket_dir = tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX)  # mode 0700: only this user can connect
+        with open(os.path.join(self._socket_dir, OWNER_FILE), "w", encoding="ascii") as owner:
+            owner.write(str(os.getpid()))  # whose it is, so a later start can tell a killed server's leftovers
         sock = os.path.join(self._socket_dir, "engine.sock")
         # The key goes into a pipe that becomes the engine's stdin, read with --api-key-file /dev/stdin: a real pipe,
         # since /dev/stdin cannot be opened on the socket pair an event loop's PIPE may be. It fits the pipe's
@@ -273,6 +329,15 @@ def _die_with(parent: int) -> Callable[[], None] | None:
     return arm
 
 
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][\w.+~-]+)+[/\\]([\w.+~-]+)")
+
+
+def without_paths(text: str) -> str:
+    """An engine message fit for a client: file paths (the wheel's build tree in a GGML_ASSERT, the store's blob
+    paths) cut to their last part."""
+    return _PATH.sub(r"\1", text)
+
+
 def server_flags(spec: LaunchSpec, binary: str, listen: str, *, key_file: str = "/dev/stdin",
                  extra: Sequence[str] = ()) -> list[str]:
     """A launch spec as ``llama-server`` command-line flags: the engine settings the wheel's runner makes
@@ -299,8 +364,14 @@ def server_flags(spec: LaunchSpec, binary: str, listen: str, *, key_file: str = 
         args += ["--pooling", spec.pooling]
     for adapter in spec.adapters:
         args += ["--lora", adapter]
+    if spec.projector:
+        args += ["--mmproj", spec.projector]
+        if spec.num_gpu == 0:
+            args.append("--no-mmproj-offload")
     if spec.slot_save_path:
         args += ["--slot-save-path", spec.slot_save_path]
+    if spec.cache_ram_mib is not None:
+        args += ["--cache-ram", str(spec.cache_ram_mib)]
     args += extra
     if spec.speculative:
         args += ["--spec-type", ",".join(spec.speculative)]

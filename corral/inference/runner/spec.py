@@ -20,12 +20,14 @@ class LaunchSpec:
     reranking: bool = False  # a cross-encoder scoring (query, document) pairs: pooling RANK, the /rerank endpoint
     pooling: str | None = None  # "last" to embed with a decoder LLM; None: the GGUF's own pooling
     adapters: list[str] = field(default_factory=list)
+    projector: str | None = None  # a vision projector GGUF (llama-server's --mmproj)
     slot_save_path: str | None = None
     # Speculative decoding (corral.inference.speculative): the engine's method names (--spec-type), a draft model
     # and how many tokens it drafts per step.
     speculative: list[str] = field(default_factory=list)
     draft: str | None = None
     draft_max: int = 0
+    cache_ram_mib: int | None = None  # the engine's prompt cache (MiB; 0 off); None leaves the engine's default
     # RPC workers (host:port) the layers are split over: CORRAL_RPC_SERVERS on an engine with RPC (corral.engines.rpc)
     rpc: list[str] = field(default_factory=list)
 

@@ -76,6 +76,8 @@ def build_params(spec: dict[str, Any]) -> Any:
     p.endpoint_props = True
     p.use_jinja = True
     p.warmup = False
+    if spec.get("cache_ram_mib") is not None:
+        p.cache_ram_mib = int(spec["cache_ram_mib"])
     if spec.get("slot_save_path"):
         p.slot_save_path = spec["slot_save_path"]
     if spec.get("embedding"):
@@ -89,6 +91,9 @@ def build_params(spec: dict[str, Any]) -> Any:
         p.load_mode = xllamacpp.llama_load_mode.LLAMA_LOAD_MODE_NONE
     if spec.get("chat_template"):
         p.chat_template = spec["chat_template"]
+    if spec.get("projector"):  # a vision model's projector; on the GPU unless the model is kept off it
+        p.mmproj.path = spec["projector"]
+        p.mmproj_use_gpu = int(spec.get("num_gpu", -1)) != 0
     for path in spec.get("adapters", []):
         adapter = xllamacpp.CommonAdapterLoraInfo()
         adapter.path = path
