@@ -396,9 +396,6 @@ def _add_engine_commands() -> None:
     cli.add_command(worker)
 
 
-_add_engine_commands()
-
-
 @contextlib.contextmanager
 def _archive_progress(verb: str) -> Iterator[Callable[[str, int, int], None] | None]:
     """A bar per blob on a terminal (stderr); nothing when stderr is piped, so logs stay clean."""
@@ -417,6 +414,7 @@ from corral.cli.admin import server_group, service_group  # noqa: E402 - the gro
 
 cli.add_command(server_group)
 cli.add_command(service_group)
+_add_engine_commands()
 
 
 @cli.command("help")
