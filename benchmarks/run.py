@@ -3,6 +3,7 @@
     python -m benchmarks            # full run, a few minutes on a 2-core machine
     python -m benchmarks --quick    # smoke run
     python -m benchmarks --speculative [--quick]   # speculative decoding on and off (benchmarks/speculative.py)
+    python -m benchmarks --engines [--engine NAME] [--rounds N] [--quick]   # native engine vs wheel vs anchors
 
 It starts ``corral serve`` (fresh temporary store, the bundled ``smollm2:135m``) and, beside it, the same engine
 driven directly (``benchmarks/direct_engine.py``: the same ``xllamacpp`` build, model, context, slots and threads).
@@ -18,7 +19,6 @@ import json
 import os
 import random
 import signal
-import statistics
 import sys
 import tempfile
 import threading
@@ -35,8 +35,8 @@ import httpx
 
 from benchmarks import clients, procs
 from benchmarks.clients import MODEL, SYSTEM, TIMEOUT, Stream, chatml, corral_stream, direct_stream
+from benchmarks.shared import DECODE_PROMPT, RESULTS, Texts, concurrent, median
 
-RESULTS = Path(__file__).resolve().parent / "results"
 SLOTS = 4
 NUM_CTX = 4096
 THREADS = 2
@@ -72,11 +72,6 @@ QUICK = Plan(repeats=2, ttft_repeats=3, decode_tokens=48, prompt_tokens=256, agg
 # -- small helpers -----------------------------------------------------------------------------------------------
 
 
-def median(values: list[float]) -> float:
-    """The median, or NaN for no values."""
-    return statistics.median(values) if values else float("nan")
-
-
 def percentile(values: list[float], q: float) -> float:
     """Linear-interpolated percentile ``q`` in [0, 100]."""
     if not values:
@@ -90,35 +85,6 @@ def percentile(values: list[float], q: float) -> float:
 
 def ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
-
-
-class Texts:
-    """Deterministic filler prose, cut to exact token counts with the engine's own tokenizer."""
-
-    WORDS = ("river mountain quiet engine library window garden market winter summer letter bridge village "
-             "teacher student history science music painting harbor island forest desert morning evening "
-             "kitchen journey doctor farmer sailor castle candle silver copper paper stone cloud storm "
-             "answer question number story lesson machine signal orange yellow purple simple careful "
-             "gentle ancient modern narrow distant")
-
-    def __init__(self, engine_url: str) -> None:
-        rng = random.Random(1234)
-        sentences = []
-        for i in range(700):
-            vocab = self.WORDS.split()
-            words = [rng.choice(vocab) for _ in range(rng.randint(6, 14))]
-            sentences.append(f"{words[0].capitalize()} {' '.join(words[1:])} ({i}).")
-        self._http = httpx.Client(base_url=engine_url, timeout=TIMEOUT)
-        self._tokens: list[int] = self._http.post("/tokenize", json={"content": " ".join(sentences)}).json()["tokens"]
-
-    def take(self, n: int, offset: int = 0) -> str:
-        """About ``n`` tokens of prose starting ``offset`` tokens in."""
-        offset %= max(1, len(self._tokens) - n)
-        toks = self._tokens[offset:offset + n]
-        return str(self._http.post("/detokenize", json={"tokens": toks}).json()["content"]).strip()
-
-    def count(self, text: str) -> int:
-        return len(self._http.post("/tokenize", json={"content": text}).json()["tokens"])
 
 
 @dataclass
@@ -194,7 +160,6 @@ def paired(b: Bench, repeats: int, corral: Callable[[str], Stream], direct: Call
 
 # -- the measurements --------------------------------------------------------------------------------------------
 
-DECODE_PROMPT = "Count from 1 to 300, separated by commas."
 
 
 def check_prompts() -> dict[str, Any]:
@@ -285,33 +250,6 @@ def bench_ttft(b: Bench) -> dict[str, Any]:
         "samples": {"corral_ms": [s.ttft * 1e3 for s in cs], "direct_ms": [s.ttft * 1e3 for s in ds],
                     "paired_diff_ms": diffs, "prompt_n": [s.prompt_n for s in cs] + [s.prompt_n for s in ds]},
     }
-
-
-def concurrent(n: int, one: Callable[[int, httpx.Client], Stream], base_url: str, ping: str) -> dict[str, float]:
-    """``n`` clients (threads, one connection each) start together; aggregate generated tokens per wall second."""
-    barrier = threading.Barrier(n)
-    results: list[Stream | BaseException] = [RuntimeError("not run")] * n
-
-    def worker(k: int) -> None:
-        with httpx.Client(base_url=base_url, timeout=TIMEOUT) as http:
-            http.get(ping)  # open the connection before the clock starts
-            barrier.wait()
-            try:
-                results[k] = one(k, http)
-            except BaseException as exc:
-                results[k] = exc
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    streams = [r for r in results if isinstance(r, Stream)]
-    if len(streams) != n:
-        raise RuntimeError(f"concurrent clients failed: {[r for r in results if not isinstance(r, Stream)]}")
-    wall = max(s.done for s in streams) - min(s.sent for s in streams)
-    tokens = sum(s.eval_count for s in streams)
-    return {"tok_s": tokens / wall, "tokens": tokens, "wall_s": wall}
 
 
 def bench_aggregate(b: Bench) -> dict[str, Any]:
@@ -610,16 +548,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--markdown", type=Path, metavar="JSON", help="print the table of an earlier run as Markdown")
     ap.add_argument("--speculative", action="store_true",
                     help="instead: decode speed with and without speculative decoding (benchmarks/speculative.py)")
+    ap.add_argument("--engines", action="store_true",
+                    help="instead: Corral on a native engine and on the wheel, with llama-server alone and "
+                         "llama-bench as anchors (benchmarks/engines.py)")
+    ap.add_argument("--engine", help="with --engines: the engine's name or path (default: the best one built)")
+    ap.add_argument("--rounds", type=int, default=0, help="with --engines: interleaved rounds (default 5)")
     args = ap.parse_args(argv)
     if args.markdown:
         earlier = json.loads(args.markdown.read_text())
-        if earlier.get("kind") == "speculative":
+        if earlier.get("kind") == "engines":
+            from benchmarks import engines
+
+            print(engines.markdown(earlier))
+        elif earlier.get("kind") == "speculative":
             from benchmarks import speculative
 
             print(speculative.markdown(earlier))
         else:
             print(markdown(earlier["summary"]))
         return 0
+    if args.engines:
+        from benchmarks import engines
+
+        signal.signal(signal.SIGTERM, _terminate)
+        return engines.run(args.quick, args.engine, args.rounds, args.out)
     if args.speculative:
         from benchmarks import speculative
 

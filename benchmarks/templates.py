@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import gc
 import importlib
 import importlib.util
@@ -212,9 +213,9 @@ def worker(tree: str | None, repeats: int, flip: bool) -> dict[str, dict[str, di
             tools = TOOLS if tmpl.references("tools") else None
             msgs = TOOL_TURNS if tools else TURNS
             results[v.name][label(path)] = {"output": [float(len(v.render_chat(tmpl, msgs, tools=tools)))]}
-            jobs.append((v, "lex", lambda v=v, s=src: v.lex(s)))
-            jobs.append((v, "parse", lambda v=v, s=src: v.parse(s)))
-            jobs.append((v, "render", lambda v=v, t=tmpl, m=msgs, tl=tools: v.render_chat(t, m, tools=tl)))
+            jobs.append((v, "lex", functools.partial(v.lex, src)))
+            jobs.append((v, "parse", functools.partial(v.parse, src)))
+            jobs.append((v, "render", functools.partial(v.render_chat, tmpl, msgs, tools=tools)))
         loops = {(v.name, what): loops_for(fn) for v, what, fn in jobs}
         gc_was = gc.isenabled()
         gc.disable()

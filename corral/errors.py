@@ -22,6 +22,7 @@
     │   │   ├── RunnerError             the runner could not load the model, or died
     │   │   ├── RunnerReplyError        the engine answered with an error status (``status`` is its own)
     │   │   └── RunnerUnreachable       the connection to the engine failed or broke
+    │   ├── EngineError                 an engine that cannot be built, found or run (corral engine, CORRAL_ENGINE)
     │   ├── ModelError                  a manifest that points at something unusable
     │   ├── StoreError                  a store operation failed
     │   │   ├── MissingBlob
@@ -181,6 +182,10 @@ class RunnerReplyError(InferenceError):
 
 class RunnerUnreachable(InferenceError):
     """The connection to the engine failed or broke mid-stream: the runner has most likely died."""
+
+
+class EngineError(ServerError):
+    """An engine build failed, or ``CORRAL_ENGINE`` names no usable engine; the message says what to do."""
 
 
 class ModelError(ServerError, ValueError):

@@ -21,6 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from corral.engines import catalog
+
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -78,6 +80,20 @@ class ServerProcess:
         return pids
 
 
+def engine_under_test() -> str | None:
+    """``CORRAL_ENGINE`` of the pytest run, as a path every test server can use: each server has a home of its own,
+    so an engine's name is resolved here, against the invoking environment's ``CORRAL_HOME``. Unset: the wheel.
+
+    ``CORRAL_ENGINE=2026.10.11549-cpu-native+rpc python -m pytest tests/...`` runs those tests on a built engine."""
+    value = os.environ.get("CORRAL_ENGINE", "").strip()
+    if not value or value == "wheel":
+        return None
+    engine = catalog.resolve(value)
+    if engine is None:
+        return None
+    return str(engine.directory or engine.server)
+
+
 def start_server(tmp: Path, extra_env: dict[str, str] | None = None, models: Path | None = None) -> ServerProcess:
     port = free_port()
     home = tmp / "home"
@@ -93,6 +109,9 @@ def start_server(tmp: Path, extra_env: dict[str, str] | None = None, models: Pat
         # first tokens 12 s late under load with 2 threads, under 0.25 s with 1). Benchmarks use 2.
         "CORRAL_NUM_THREADS": "1",
     })
+    engine = engine_under_test()
+    if engine:
+        env["CORRAL_ENGINE"] = engine
     env.update(extra_env or {})
     log = tmp / f"server-{port}.log"
     with open(log, "wb") as out:
@@ -180,6 +199,46 @@ def long_request(num_predict: int) -> dict[str, object]:
     """A raw counting prompt: greedy decoding keeps counting, so a stream stays busy as long as a test needs."""
     return {"model": MODEL, "raw": True, "prompt": ", ".join(str(i) for i in range(1, 41)) + ",",
             "options": {"num_predict": num_predict, "temperature": 0}}
+
+
+# -- the native engine of the engine tests (tests/engines/) ------------------------------------------------------------
+# Built once per session with ``corral engine build --rpc`` (about ten minutes on two idle cores) into
+# ``CORRAL_TEST_ENGINE_CACHE`` (default ``~/.cache/corral-test-engines``), so a machine that has built this llama.cpp
+# version once reuses it. ``CORRAL_ENGINE`` naming a built engine with RPC is used as it is, with no build.
+
+ENGINE_BUILD_TIMEOUT = 3600
+
+
+def _usable_engine(engine: catalog.Engine | None) -> bool:
+    return engine is not None and engine.directory is not None and engine.rpc and engine.runs_here() is None
+
+
+@pytest.fixture(scope="session")
+def native_engine() -> Iterator[catalog.Engine]:
+    """A ``cpu-native+rpc`` engine of the installed xllamacpp's llama.cpp."""
+    given = os.environ.get("CORRAL_ENGINE", "").strip()
+    if given and given != catalog.WHEEL:
+        engine = catalog.resolve(given)
+        if _usable_engine(engine):
+            assert engine is not None
+            yield engine
+            return
+    cache = os.environ.get("CORRAL_TEST_ENGINE_CACHE")
+    home = Path(cache) if cache else Path.home() / ".cache" / "corral-test-engines"
+    home.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CORRAL_", "OLLAMA_"))}
+    env["CORRAL_HOME"] = str(home)
+    name = f"{catalog.wheel_version()}-{catalog.variant_name(rpc=True)}"
+    if not (home / "engines" / name / catalog.META).is_file():
+        log = home / "test-engine-build.log"
+        with open(log, "wb") as out:
+            done = subprocess.run([sys.executable, "-m", "corral", "engine", "build", "--rpc"], env=env,
+                                  stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  timeout=ENGINE_BUILD_TIMEOUT)
+        assert done.returncode == 0, f"corral engine build --rpc failed:\n{log.read_text(errors='replace')[-3000:]}"
+    engine = catalog.load(home / "engines" / name)
+    assert engine.runs_here() is None
+    yield engine
 
 
 # -- the e2e guard ---------------------------------------------------------------------------------------------------

@@ -256,8 +256,10 @@ async def ps(request: Request) -> s.ProcessResponse:
         expires = FAR_FUTURE if running.expires_at is None else running.expires_at
         out.append(s.ProcessModel(
             name=model.display_name, model=model.display_name, size=running.size, digest=model.record.digest,
-            details=details_for(model), expires_at=_rfc3339(datetime.fromtimestamp(expires, UTC)), size_vram=0,
-            context_length=running.context_length, parallel=running.parallel, slots_busy=running.slots_busy,
+            details=details_for(model), expires_at=_rfc3339(datetime.fromtimestamp(expires, UTC)),
+            size_vram=running.size_vram, context_length=running.context_length, parallel=running.parallel,
+            slots_busy=running.slots_busy, engine=running.engine,
+            devices=[s.DeviceShare(name=n, size=b) for n, b in running.devices] or None, rpc=list(running.rpc) or None,
         ))
     return s.ProcessResponse(models=out)
 

@@ -211,6 +211,13 @@ class DeleteRequest(_Request):
     name: str = ""
 
 
+class DeviceShare(BaseModel):
+    """Bytes of a loaded model on one device, as the engine allocated them (``CPU``, ``CUDA0``, ``RPC0[host:port]``)."""
+
+    name: str
+    size: int
+
+
 class ProcessModel(BaseModel):
     name: str
     model: str
@@ -222,6 +229,9 @@ class ProcessModel(BaseModel):
     context_length: int
     parallel: int | None = None  # Corral: the engine's slots for this model
     slots_busy: int | None = None  # Corral: slots decoding right now
+    engine: str | None = None  # Corral: the engine it runs on ("wheel", "cpu-native+rpc", ...)
+    devices: list[DeviceShare] | None = None  # Corral: where the engine put it, bytes per device
+    rpc: list[str] | None = None  # Corral: the RPC workers its layers are split over
 
 
 class ProcessResponse(BaseModel):

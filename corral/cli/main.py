@@ -48,6 +48,8 @@ Environment Variables:
       OLLAMA_KV_CACHE_TYPE        Quantization type for the K/V cache (default: f16)
       OLLAMA_LOAD_TIMEOUT         How long to allow model loads to stall before giving up (default "5m")
       CORRAL_HOME                 Corral's state directory (default ~/.corral)
+      CORRAL_ENGINE               The engine to run models on: wheel, a built engine's name, or a path
+      CORRAL_RPC_SERVERS          RPC workers (host:port,...) to split generation models over
       CORRAL_LLAMA_SERVER         An external llama-server binary to run models with
       CORRAL_API_KEY              Require this API key from clients (Bearer or x-api-key)
       CORRAL_REQUIRE_AUTH         Refuse to listen beyond loopback without CORRAL_API_KEY
@@ -387,6 +389,13 @@ def ui(no_browser: bool) -> None:
         click.echo(f"Opened {url} in your browser", err=True)
 
 
+def _add_engine_commands() -> None:
+    from corral.cli.engine import engine, worker
+
+    cli.add_command(engine)
+    cli.add_command(worker)
+
+
 @contextlib.contextmanager
 def _archive_progress(verb: str) -> Iterator[Callable[[str, int, int], None] | None]:
     """A bar per blob on a terminal (stderr); nothing when stderr is piped, so logs stay clean."""
@@ -405,6 +414,7 @@ from corral.cli.admin import server_group, service_group  # noqa: E402 - the gro
 
 cli.add_command(server_group)
 cli.add_command(service_group)
+_add_engine_commands()
 
 
 @cli.command("help")

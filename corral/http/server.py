@@ -61,6 +61,7 @@ def serve(bind: HostPort | None = None) -> None:
     logging.getLogger("corral.http.server").info(
         "Listening on %s:%d (corral %s), models in %s%s", bind.host, bind.port, __version__, config.models_dir(),
         f", replica {replica}" if replica else "")
+    _announce_engine()
     if not bind.is_loopback and config.api_key() is None:
         logging.getLogger("corral.http.server").warning(
             "listening beyond loopback without CORRAL_API_KEY: every host that can reach %s:%d can use this server",
@@ -77,3 +78,25 @@ def serve(bind: HostPort | None = None) -> None:
         timeout_graceful_shutdown=5,
         headers=[(REPLICA_HEADER, replica)] if replica else None,
     )).run()
+
+
+def _announce_engine() -> None:
+    """Decide the engine now (corral.engines.select) and say which, so a bad CORRAL_ENGINE or CORRAL_RPC_SERVERS
+    stops the server at start with one line rather than failing every load."""
+    from corral.engines import rpc, select
+    from corral.errors import EngineError
+
+    logger = logging.getLogger("corral.http.server")
+    try:
+        choice = select.current()
+        workers = rpc.servers()
+    except EngineError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    logger.info(choice.describe())
+    if workers:
+        if choice.engine is not None and choice.engine.rpc:
+            logger.info("RPC workers for generation runners: %s", ", ".join(workers))
+        else:
+            logger.warning("CORRAL_RPC_SERVERS is set but the %s engine has no RPC backend: models run on this "
+                           "machine alone ('corral engine build --rpc' builds one that has)", choice.label)

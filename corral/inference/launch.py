@@ -14,7 +14,7 @@ from typing import Any
 
 from corral import config
 from corral.inference import attention, memory, options, speculative
-from corral.inference.runner import kvcache
+from corral.inference.runner import engines, kvcache
 from corral.inference.runner.spec import LaunchSpec
 from corral.store.model import Model
 
@@ -63,6 +63,7 @@ def plan(model: Model, opts: dict[str, Any], *, for_embedding: bool = False) -> 
         cache_type=attn.cache_type,
         cache_ram_mib=0 if embedding else memory.prompt_cache_bytes(info, runner_opts.num_ctx, parallel,
                                                                    attn.cache_type) >> 20,
+        rpc=engines.rpc_workers(generation=not (embedding or info.is_reranker)),
     )
     key = runner_key(model)
     if spec.pooling:
@@ -100,4 +101,4 @@ def _size(model: Model, spec: LaunchSpec) -> int:
     size = memory.model_bytes(model.info, weights, spec.num_ctx, spec.parallel, spec.cache_type)
     if not spec.cache_ram_mib:  # embedding runners keep no prompt cache
         size -= memory.prompt_cache_bytes(model.info, spec.num_ctx, spec.parallel, spec.cache_type)
-    return size
+    return engines.local_share(size, spec, model.info)

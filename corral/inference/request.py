@@ -93,3 +93,7 @@ class RunningModel:
     context_length: int
     parallel: int
     slots_busy: int | None  # slots decoding right now, as the engine reports them (None: it did not answer)
+    engine: str = "wheel"  # the engine it runs on: "wheel", "cpu-native+rpc", ...
+    size_vram: int = 0  # bytes of ``size`` in GPU memory
+    devices: tuple[tuple[str, int], ...] = ()  # (device, bytes) as the engine allocated them: CPU, CUDA0, RPC0[...]
+    rpc: tuple[str, ...] = ()  # RPC workers the layers are split over

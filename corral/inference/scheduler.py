@@ -105,7 +105,7 @@ class Scheduler:
                         await self._wait_idle(entry)
                         continue
                     await self._unload(entry)
-                await self._make_room(launch.size, model.display_name)
+                await self._make_room(launch.size, model.display_name, rpc=bool(spec.rpc))
                 entry = await self._load(launch, model)
                 self._take(entry, keep_alive)
                 return entry, time.monotonic() - started
@@ -155,11 +155,12 @@ class Scheduler:
 
     # -- loading and eviction ------------------------------------------------------------------------------------
 
-    async def _make_room(self, required: int, name: str) -> None:
+    async def _make_room(self, required: int, name: str, rpc: bool = False) -> None:
         """Evict least-recently-used idle runners until a new one fits: under MAX_LOADED_MODELS and in memory.
 
         A model that cannot fit even with nothing else loaded is refused with a clear error instead of being
-        started into an out-of-memory kill."""
+        started into an out-of-memory kill. RPC workers serve one client at a time, so a runner that uses them
+        (``rpc``) waits for the one holding them to be idle and evicts it."""
         limit = config.max_loaded_models()
         while True:
             loaded_bytes = sum(e.size for e in self.loaded.values())
@@ -169,9 +170,10 @@ class Scheduler:
                     f"model requires more system memory ({memory.human(required)}) than is available "
                     f"({memory.human(budget)})"
                 )
-            if len(self.loaded) < limit and loaded_bytes + required <= budget:
+            holder = next((e for e in self.loaded.values() if e.spec.rpc), None) if rpc else None
+            if holder is None and len(self.loaded) < limit and loaded_bytes + required <= budget:
                 return
-            idle = [e for e in self.loaded.values() if e.refs == 0]
+            idle = [e for e in self.loaded.values() if e.refs == 0 and (holder is None or e is holder)]
             if idle:
                 victim = min(idle, key=lambda e: e.last_used)
                 log.info("evicting %s to make room for %s", victim.model.display_name, name)

@@ -80,8 +80,17 @@ class InferenceService:
                 expires = None
             else:
                 expires = entry.expires_at
-            out.append(RunningModel(model=model, size=entry.size, expires_at=expires, context_length=entry.spec.num_ctx,
-                                    parallel=entry.spec.parallel, slots_busy=slots_busy))
+            size = entry.size
+            placement = entry.runner.placement
+            # A model wholly on GPUs is all VRAM, as Ollama counts it; a split one never shows more VRAM than size
+            vram = min(placement.size_vram, size)
+            if placement.gpu_layers is not None and placement.size_vram and \
+                    placement.gpu_layers > entry.model.info.block_count:
+                vram = size
+            out.append(RunningModel(model=model, size=size, expires_at=expires, context_length=entry.spec.num_ctx,
+                                    parallel=entry.spec.parallel, slots_busy=slots_busy, engine=entry.runner.engine,
+                                    size_vram=vram, devices=tuple(placement.shares()) or (("CPU", size),),
+                                    rpc=tuple(placement.rpc)))
         return out
 
     # -- generation ---------------------------------------------------------------------------------------------

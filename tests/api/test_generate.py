@@ -11,7 +11,7 @@ import httpx
 import ollama
 import pytest
 
-from tests.conftest import MODEL, ServerProcess, long_request
+from tests.conftest import MODEL, ServerProcess, engine_under_test, free_port, long_request
 
 pytestmark = pytest.mark.e2e
 
@@ -59,7 +59,6 @@ def test_greedy_output_equals_direct_engine(server: ServerProcess) -> None:
     """Corral's rendered prompt sent to the same engine directly must give the same greedy text."""
     import importlib.util
     import pathlib
-    import socket
 
     import xllamacpp
 
@@ -71,27 +70,54 @@ def test_greedy_output_equals_direct_engine(server: ServerProcess) -> None:
         model=MODEL, messages=[{"role": "user", "content": "What is the capital of France?"}],
         options={"temperature": 0, "num_predict": 30}).message.content
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-    p = xllamacpp.CommonParams()
-    p.model.path = str(path)
-    p.n_ctx = 4096
-    p.n_parallel = 1
-    p.cpuparams.n_threads = 1  # as the test server's runner (tests/conftest.py): threads change float sums
-    p.cpuparams_batch.n_threads = 1
-    p.hostnames = ["127.0.0.1"]
-    p.port = 0
-    p.warmup = False
-    engine = xllamacpp.Server(p)
-    try:
-        r = httpx.post(engine.listening_address + "/completion", timeout=120, json={
-            "prompt": prompt, "n_predict": 30, "temperature": 0, "top_k": 40, "top_p": 0.9, "min_p": 0.0,
-            "repeat_penalty": 1.0, "repeat_last_n": 64, "stop": ["<|im_start|>", "<|im_end|>"],
-        })
-        direct = r.json()["content"]
-    finally:
-        del engine
+    body = {"prompt": prompt, "n_predict": 30, "temperature": 0, "top_k": 40, "top_p": 0.9, "min_p": 0.0,
+            "repeat_penalty": 1.0, "repeat_last_n": 64, "stop": ["<|im_start|>", "<|im_end|>"]}
+    engine_path = engine_under_test()
+    if engine_path:  # the suite runs on a built engine (CORRAL_ENGINE): compare with that engine, run directly
+        direct = _direct_on_binary(engine_path, path, body)
+    else:
+        p = xllamacpp.CommonParams()
+        p.model.path = str(path)
+        p.n_ctx = 4096
+        p.n_parallel = 1
+        p.cpuparams.n_threads = 1  # as the test server's runner (tests/conftest.py): threads change float sums
+        p.cpuparams_batch.n_threads = 1
+        p.hostnames = ["127.0.0.1"]
+        p.port = 0
+        p.warmup = False
+        engine = xllamacpp.Server(p)
+        try:
+            direct = httpx.post(engine.listening_address + "/completion", timeout=120, json=body).json()["content"]
+        finally:
+            del engine
     assert via_corral == direct
+
+
+def _direct_on_binary(engine: str, model: object, body: dict[str, object]) -> str:
+    """``body`` completed by a built engine's llama-server started directly (one slot, one thread, no key)."""
+    import subprocess
+
+    from corral.engines import catalog
+
+    resolved = catalog.resolve(engine)
+    assert resolved is not None
+    port = free_port()
+    proc = subprocess.Popen([str(resolved.server), "-m", str(model), "-c", "4096", "-np", "1", "-t", "1", "-tb", "1",
+                             "--host", "127.0.0.1", "--port", str(port), "--no-warmup"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        return str(httpx.post(url + "/completion", timeout=120, json=body).json()["content"])
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_stop_strings_are_never_emitted(server: ServerProcess) -> None:

@@ -632,9 +632,10 @@ def test_help_lists_commands_in_ollamas_order() -> None:
     code, out, _ = cli(["--help"])
     assert code == 0
     names = re.findall(r"^  (\w+)\s", out.split("Commands:")[1], re.M)
-    # Ollama's commands in Ollama's order, then Corral's own (export, import, ui, server, service), then help
+    # Ollama's commands in Ollama's order, then Corral's own (export, import, ui, server, service, engine, worker),
+    # then help
     assert names == ["serve", "create", "show", "run", "stop", "pull", "push", "list", "ps", "cp", "rm",
-                     "export", "import", "ui", "server", "service", "help"]
+                     "export", "import", "ui", "server", "service", "engine", "worker", "help"]
     code, out, _ = cli(["help", "run"])
     assert code == 0 and "Usage: corral run" in out and "OLLAMA_NOHISTORY" in out
 

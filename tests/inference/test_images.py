@@ -311,10 +311,10 @@ def test_the_projector_is_part_of_the_launch_and_its_size(tmp_path: Path) -> Non
 
 def test_server_flags_load_the_projector() -> None:
     spec = LaunchSpec(model="/m.gguf", num_ctx=2048, parallel=1, projector="/p.gguf")
-    args = server_flags(spec, "llama-server", 8080, "k")
+    args = server_flags(spec, "llama-server", "/run/engine.sock")
     assert args[args.index("--mmproj") + 1] == "/p.gguf" and "--no-mmproj-offload" not in args
     spec.num_gpu = 0
-    assert "--no-mmproj-offload" in server_flags(spec, "llama-server", 8080, "k")
+    assert "--no-mmproj-offload" in server_flags(spec, "llama-server", "/run/engine.sock")
 
 
 def test_wheel_params_load_the_projector() -> None:

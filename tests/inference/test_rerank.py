@@ -200,9 +200,9 @@ def test_openapi_documents_rerank(rr_server: ServerProcess) -> None:
 
 def test_launch_spec_enables_reranking(tmp_path: Path) -> None:
     spec = LaunchSpec(model="m.gguf", num_ctx=512, parallel=1, embedding=True, reranking=True)
-    args = server_flags(spec, "llama-server", 8080, "key")
+    args = server_flags(spec, "llama-server", "/run/engine.sock")
     assert "--reranking" in args and "--embedding" in args
-    assert "--reranking" not in server_flags(LaunchSpec(model="m.gguf", num_ctx=512, parallel=1), "x", 1, "k")
+    assert "--reranking" not in server_flags(LaunchSpec(model="m.gguf", num_ctx=512, parallel=1), "x", "e.sock")
 
     import xllamacpp
 

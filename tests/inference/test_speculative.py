@@ -98,13 +98,13 @@ def test_vocabulary_rule(tmp_path: Path) -> None:
 def test_launch_spec_flags_for_an_external_llama_server() -> None:
     spec = LaunchSpec(model="/m.gguf", num_ctx=2048, parallel=2, num_thread=3, speculative=["draft-simple"],
                       draft="/d.gguf", draft_max=6)
-    args = server_flags(spec, "llama-server", 8080, "key")
+    args = server_flags(spec, "llama-server", "/run/engine.sock")
     tail = args[args.index("--spec-type"):]
     assert tail == ["--spec-type", "draft-simple", "-md", "/d.gguf", "--spec-draft-n-max", "6",
                     "--spec-draft-threads", "3"]
     ngram = LaunchSpec(model="/m.gguf", num_ctx=2048, parallel=2, speculative=["ngram-simple"])
-    assert server_flags(ngram, "llama-server", 8080, "key")[-2:] == ["--spec-type", "ngram-simple"]
-    assert "--spec-type" not in server_flags(LaunchSpec(model="/m.gguf", num_ctx=2048, parallel=2), "x", 1, "k")
+    assert server_flags(ngram, "llama-server", "/run/engine.sock")[-2:] == ["--spec-type", "ngram-simple"]
+    assert "--spec-type" not in server_flags(LaunchSpec(model="/m.gguf", num_ctx=2048, parallel=2), "x", "e.sock")
 
 
 def test_engine_params_carry_the_speculative_settings() -> None:

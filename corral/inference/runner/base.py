@@ -11,11 +11,14 @@ from __future__ import annotations
 from typing import Protocol
 
 from corral.inference.runner.client import RunnerClient
+from corral.inference.runner.placement import Placement
 from corral.inference.runner.spec import LaunchSpec
 
 
 class Runner(Protocol):
     spec: LaunchSpec
+    engine: str  # which engine runs the model, as /api/ps names it: "wheel", "cpu-native+rpc", ...
+    placement: Placement  # where the engine put the model: bytes per device, RPC workers, GPU layers
 
     @property
     def client(self) -> RunnerClient | None:

@@ -1,13 +1,17 @@
 """Runner processes: start, watch and stop the process that hosts an engine on one model.
 
 The server owns each runner: it starts it, waits until it serves, keeps the tail of its log for error messages, and
-kills it on unload. Two engines implement :class:`~corral.inference.runner.base.Runner`:
+kills it on unload. Two kinds implement :class:`~corral.inference.runner.base.Runner`:
 
 - :class:`WheelRunner`, the default: ``python -m corral.inference.runner.wheel`` hosts the ``xllamacpp`` wheel's
   engine. It reads its launch spec on stdin (so the API key never shows in the process list), listens on a Unix
   socket in a fresh 0700 directory, announces itself on stdout and dies with the server.
-- :class:`ServerBinaryRunner`: an external ``llama-server`` binary (``CORRAL_LLAMA_SERVER``) started with the same
-  options as flags, on a random loopback port.
+- :class:`ServerBinaryRunner`: a ``llama-server`` binary (an engine built by ``corral engine build``, or
+  ``CORRAL_LLAMA_SERVER``) started with the same settings as flags, and as private as the wheel's: a Unix socket
+  in a fresh 0700 directory, the API key read from stdin (``--api-key-file /dev/stdin``), never on the command
+  line, and the kernel kills it when the server dies.
+
+Which one runs is decided once per server, in :mod:`corral.engines.select`.
 """
 
 from __future__ import annotations
@@ -16,21 +20,27 @@ import abc
 import asyncio
 import collections
 import contextlib
+import ctypes
 import json
 import logging
 import os
 import re
 import secrets
 import shutil
-import socket
+import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
 
 from corral import config
+from corral.engines.catalog import Engine
 from corral.errors import RunnerError
 from corral.inference.runner.base import Runner
 from corral.inference.runner.client import RunnerClient
+from corral.inference.runner.placement import Placement
 from corral.inference.runner.spec import LaunchSpec
 
 log = logging.getLogger("corral.runner")
@@ -84,18 +94,25 @@ def _alive(pid: int) -> bool:
 
 
 def new_runner(spec: LaunchSpec) -> Runner:
-    """The runner for a launch: the external binary when one is configured, else the wheel's engine."""
-    binary = config.llama_server_binary()
-    if binary:
-        return ServerBinaryRunner(spec, binary)
-    return WheelRunner(spec)
+    """The runner for a launch, on the engine this server runs (chosen once: :func:`corral.engines.select.current`)."""
+    from corral.engines import select
+
+    engine = select.current().engine
+    if engine is None:
+        return WheelRunner(spec)
+    from corral.inference.runner.engines import EngineLaunch
+
+    return ServerBinaryRunner(spec, engine, EngineLaunch(spec, engine))
 
 
 class _EngineProcess(abc.ABC):
     """What both runners share: the child process, its log tail, and how it is stopped and explained."""
 
+    engine = "wheel"  # which engine runs the model, as /api/ps names it
+
     def __init__(self, spec: LaunchSpec) -> None:
         self.spec = spec
+        self.placement = Placement()  # where the engine put the model (from its load log), and what was planned
         self._api_key = secrets.token_urlsafe(24)
         self._proc: asyncio.subprocess.Process | None = None
         self._log_tail: collections.deque[str] = collections.deque(maxlen=40)
@@ -112,11 +129,20 @@ class _EngineProcess(abc.ABC):
         return self._proc.pid if self._proc else None
 
     def alive(self) -> bool:
-        return self._proc is not None and self._proc.returncode is None
+        """Running, and not a zombie: a connection to an engine that has just died breaks before the event loop has
+        reaped it, and the error should already say that it died (and why)."""
+        if self._proc is None or self._proc.returncode is not None:
+            return False
+        try:
+            state = Path(f"/proc/{self._proc.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            return True  # no /proc: trust the event loop
+        return state != "Z"
 
     def exit_message(self) -> str:
         code = self._proc.returncode if self._proc else None
-        status = f"exit status {code}" if code is not None and code >= 0 else f"signal {-(code or 0)}"
+        # not reaped yet (a zombie): the status is not known
+        status = "it exited" if code is None else f"exit status {code}" if code >= 0 else f"signal {-code}"
         detail = next((line for line in reversed(self._log_tail) if " E " in line or "error" in line.lower()), "")
         return f"llama-server process no longer running: {status} {without_paths(detail)}".strip()
 
@@ -141,9 +167,11 @@ class _EngineProcess(abc.ABC):
     async def _launch(self) -> str:
         """Start the process and wait until its engine serves; returns its URL (the client is set by then)."""
 
-    async def _spawn(self, *args: str, stdin: int, stdout: int) -> asyncio.subprocess.Process:
+    async def _spawn(self, *args: str, stdin: int, stdout: int,
+                     preexec_fn: Callable[[], None] | None = None) -> asyncio.subprocess.Process:
         self._proc = await asyncio.create_subprocess_exec(
-            *args, stdin=stdin, stdout=stdout, stderr=asyncio.subprocess.PIPE, env=dict(os.environ), limit=1 << 20)
+            *args, stdin=stdin, stdout=stdout, stderr=asyncio.subprocess.PIPE, env=dict(os.environ), limit=1 << 20,
+            preexec_fn=preexec_fn)
         self._stderr_task = asyncio.create_task(self._drain_stderr())
         return self._proc
 
@@ -164,6 +192,7 @@ class _EngineProcess(abc.ABC):
                 return
             text = line.decode(errors="replace").rstrip()
             self._log_tail.append(text)
+            self.placement.add_line(text)
             if debug:
                 log.debug("runner %s: %s", self.pid, text)
 
@@ -220,23 +249,84 @@ class WheelRunner(_EngineProcess):
 
 
 class ServerBinaryRunner(_EngineProcess):
-    """An external ``llama-server`` binary: the same launch as command-line flags, on a random loopback port."""
+    """A ``llama-server`` binary: the same launch as command-line flags, on a Unix socket in a private directory."""
 
-    def __init__(self, spec: LaunchSpec, binary: str) -> None:
+    def __init__(self, spec: LaunchSpec, engine: Engine | str, plan: LaunchPlan | None = None) -> None:
         super().__init__(spec)
-        self.binary = binary
+        if isinstance(engine, str):
+            from corral.engines.catalog import external
+
+            engine = external(Path(engine))
+        self.binary = str(engine.server)
+        self.engine = engine.label
+        self._plan = plan
 
     async def _launch(self) -> str:
-        port = _free_port()
-        await self._spawn(*server_flags(self.spec, self.binary, port, self._api_key),
-                          stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
+        extra = await self._plan.prepare(self.placement) if self._plan is not None else []
+        self._socket_dir = tempfile.mkdtemp(prefix=SOCKET_DIR_PREFIX)  # mode 0700: only this user can connect
+        with open(os.path.join(self._socket_dir, OWNER_FILE), "w", encoding="ascii") as owner:
+            owner.write(str(os.getpid()))  # whose it is, so a later start can tell a killed server's leftovers
+        sock = os.path.join(self._socket_dir, "engine.sock")
+        # The key goes into a pipe that becomes the engine's stdin, read with --api-key-file /dev/stdin: a real pipe,
+        # since /dev/stdin cannot be opened on the socket pair an event loop's PIPE may be. It fits the pipe's
+        # buffer, so it is written and closed before the engine starts.
+        read_end, write_end = os.pipe()
+        try:
+            os.write(write_end, (self._api_key + "\n").encode())
+            os.close(write_end)
+            proc = await self._spawn(*server_flags(self.spec, self.binary, sock, extra=extra), stdin=read_end,
+                                     stdout=asyncio.subprocess.DEVNULL, preexec_fn=_die_with(os.getpid()))
+        finally:
+            with contextlib.suppress(OSError):
+                os.close(write_end)
+            os.close(read_end)
+        url = "unix://" + sock
         self._client = RunnerClient(url, self._api_key)
         while not await self._client.healthy():
             if not self.alive():
+                await proc.wait()
                 raise RunnerError(self._load_failure())
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.05)
         return url
+
+    def _load_failure(self) -> str:
+        message = super()._load_failure()
+        return self._plan.explain(message, list(self._log_tail)) if self._plan is not None else message
+
+    def exit_message(self) -> str:
+        message = super().exit_message()
+        return self._plan.explain(message, list(self._log_tail)) if self._plan is not None else message
+
+
+class LaunchPlan(Protocol):
+    """What an engine adds to a binary runner's launch (GPU layers, RPC workers): :mod:`.engines`."""
+
+    async def prepare(self, placement: Placement) -> list[str]:
+        """Extra ``llama-server`` flags for this load; raises RunnerError when it cannot load as configured."""
+
+    def explain(self, message: str, log_tail: list[str]) -> str:
+        """A failure message with what the engine's setup knows about it (a worker that went away)."""
+
+
+PR_SET_PDEATHSIG = 1
+_libc: ctypes.CDLL | None = None
+with contextlib.suppress(OSError):
+    _libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _die_with(parent: int) -> Callable[[], None] | None:
+    """Run in the child between fork and exec: the kernel SIGKILLs it when the server dies (the wheel's child arms
+    the same signal itself)."""
+    if _libc is None or not sys.platform.startswith("linux"):
+        return None
+    prctl = _libc.prctl
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the server died before the call above
+            os._exit(1)
+
+    return arm
 
 
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][\w.+~-]+)+[/\\]([\w.+~-]+)")
@@ -248,19 +338,25 @@ def without_paths(text: str) -> str:
     return _PATH.sub(r"\1", text)
 
 
-def server_flags(spec: LaunchSpec, binary: str, port: int, api_key: str) -> list[str]:
-    """A launch spec as ``llama-server`` command-line flags."""
+def server_flags(spec: LaunchSpec, binary: str, listen: str, *, key_file: str = "/dev/stdin",
+                 extra: Sequence[str] = ()) -> list[str]:
+    """A launch spec as ``llama-server`` command-line flags: the engine settings the wheel's runner makes
+    (:func:`corral.inference.runner.wheel.build_params`). ``listen`` is a socket path ending in ``.sock`` or
+    ``HOST:PORT``; the API key is read from ``key_file``, never passed as an argument."""
     threads = str(spec.num_thread or (os.cpu_count() or 1))
+    host, port = (listen, "8080") if listen.endswith(".sock") else listen.rsplit(":", 1)
+    ubatch = spec.num_batch if spec.embedding else min(spec.num_batch, 512)  # an encoder's input in one micro-batch
     args = [
-        binary, "-m", spec.model, "--host", "127.0.0.1", "--port", str(port), "--api-key", api_key,
+        binary, "-m", spec.model, "--host", host, "--port", port, "--api-key-file", key_file,
         "-c", str(spec.num_ctx * spec.parallel), "-np", str(spec.parallel), "-b", str(spec.num_batch),
-        "-t", threads, "--jinja", "--slots", "--props", "--no-warmup", "--context-shift", "--keep", str(spec.num_keep),
+        "-ub", str(ubatch), "-t", threads, "-tb", threads, "--jinja", "--slots", "--props", "--no-warmup",
+        "--context-shift", "--keep", str(spec.num_keep),
     ]
     if spec.num_gpu >= 0:
         args += ["-ngl", str(spec.num_gpu)]
     args += ["-fa", spec.flash_attention, "-ctk", spec.cache_type, "-ctv", spec.cache_type]
-    if spec.use_mmap is False:
-        args.append("--no-mmap")
+    if spec.use_mmap is False:  # this llama.cpp has no --no-mmap; the wheel's runner sets the same load mode
+        args += ["--load-mode", "none"]
     if spec.embedding:
         args.append("--embedding")
     if spec.reranking:
@@ -277,6 +373,7 @@ def server_flags(spec: LaunchSpec, binary: str, port: int, api_key: str) -> list
         args += ["--slot-save-path", spec.slot_save_path]
     if spec.cache_ram_mib is not None:
         args += ["--cache-ram", str(spec.cache_ram_mib)]
+    args += extra
     if spec.speculative:
         args += ["--spec-type", ",".join(spec.speculative)]
     if spec.draft:
@@ -284,9 +381,3 @@ def server_flags(spec: LaunchSpec, binary: str, port: int, api_key: str) -> list
         if spec.num_gpu >= 0:
             args += ["--spec-draft-ngl", str(spec.num_gpu)]
     return args
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -31,6 +31,8 @@ class LaunchSpec:
     flash_attention: str = "auto"  # "on", "off", "auto"
     cache_type: str = "f16"  # K and V cache element type: f16, q8_0, q4_0
     cache_ram_mib: int | None = None  # the engine's prompt cache (MiB; 0 off); None leaves the engine's default
+    # RPC workers (host:port) the layers are split over: CORRAL_RPC_SERVERS on an engine with RPC (corral.engines.rpc)
+    rpc: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
