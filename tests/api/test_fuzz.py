@@ -146,6 +146,7 @@ BASE_BODIES: dict[str, dict[str, Any]] = {
     "/v1/embeddings": {"model": "all-minilm", "input": "hi"},
     "/v1/responses": {"model": "smollm2:135m", "input": "hi", "max_output_tokens": 1},
     "/v1/messages": {"model": "smollm2:135m", "max_tokens": 1, "messages": [{"role": "user", "content": "hi"}]},
+    "/v1/messages/count_tokens": {"model": "smollm2:135m", "messages": [{"role": "user", "content": "hi"}]},
     "/api/rerank": {"model": "all-minilm", "query": "q", "documents": ["d"]},
     "/v1/rerank": {"model": "all-minilm", "query": "q", "documents": ["d"]},
 }

@@ -130,7 +130,8 @@ def test_kv_cache_is_saved_and_restored(tmp_path: Path, native_engine: Engine) -
         saved = list((srv.home / "kvcache").glob("*/slot-*.bin"))
         assert saved and all(p.stat().st_size > 0 for p in saved)
         warm = ask("Hello")
-        assert warm["load_duration"] > 0 and warm["prompt_eval_count"] < 40
+        assert warm["load_duration"] > 0
+        assert warm["prompt_eval_count"] - warm["prompt_eval_cached_count"] < 40
         assert "restored KV cache" in srv.log_text()
 
 
