@@ -22,36 +22,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from . import nodes
 from .builtins import BUILTINS, FuncEntry
 from .compiler import Program, State
 from .errors import MAX_DEPTH, MAX_ITERATIONS, MAX_OUTPUT, TemplateError
 from .gofmt import GoStruct, go_sprint, go_sprintf
 from .gojson import NIL_EMPTY, OMITEMPTY, OMITNIL, go_json
-from .nodes import (
-    ActionNode,
-    BoolNode,
-    BranchNode,
-    BreakNode,
-    ChainNode,
-    CommandNode,
-    CommentNode,
-    ContinueNode,
-    DotNode,
-    FieldNode,
-    IdentifierNode,
-    IfNode,
-    ListNode,
-    NilNode,
-    Node,
-    NumberNode,
-    PipeNode,
-    RangeNode,
-    StringNode,
-    TemplateNode,
-    TextNode,
-    VariableNode,
-    WithNode,
-)
+from .nodes import *  # noqa: F403 - the parse tree's node classes are part of the package's API
 from .parser import Parser
 
 __all__ = [
@@ -62,57 +39,35 @@ __all__ = [
     "NIL_EMPTY",
     "OMITEMPTY",
     "OMITNIL",
-    "ActionNode",
-    "BoolNode",
-    "BranchNode",
-    "BreakNode",
-    "ChainNode",
-    "CommandNode",
-    "CommentNode",
-    "ContinueNode",
-    "DotNode",
-    "FieldNode",
     "GoStruct",
-    "IdentifierNode",
-    "IfNode",
-    "ListNode",
-    "NilNode",
-    "Node",
-    "NumberNode",
-    "PipeNode",
-    "RangeNode",
-    "StringNode",
     "Template",
     "TemplateError",
-    "TemplateNode",
-    "TextNode",
-    "VariableNode",
-    "WithNode",
     "go_json",
     "go_sprint",
     "go_sprintf",
     "parse",
 ]
+__all__ += nodes.__all__
 
 
-def _identifiers(node: Node | None, out: list[str]) -> None:
+def _identifiers(node: nodes.Node | None, out: list[str]) -> None:
     """Ollama's ``template.Identifiers``: field and variable names, walking only the node kinds Ollama walks."""
     if node is None:
         return
-    if isinstance(node, ListNode):
+    if isinstance(node, nodes.ListNode):
         for n in node.nodes:
             _identifiers(n, out)
-    elif isinstance(node, (ActionNode, TemplateNode)):
+    elif isinstance(node, (nodes.ActionNode, nodes.TemplateNode)):
         _identifiers(node.pipe, out)
-    elif isinstance(node, BranchNode):
+    elif isinstance(node, nodes.BranchNode):
         _identifiers(node.pipe, out)
         _identifiers(node.list, out)
         _identifiers(node.else_list, out)
-    elif isinstance(node, PipeNode):
+    elif isinstance(node, nodes.PipeNode):
         for c in node.cmds:
             for a in c.args:
                 _identifiers(a, out)
-    elif isinstance(node, (FieldNode, VariableNode)):
+    elif isinstance(node, (nodes.FieldNode, nodes.VariableNode)):
         out.extend(node.ident)
 
 
@@ -124,8 +79,8 @@ class Template:
     def __init__(
         self,
         source: str,
-        root: ListNode,
-        trees: dict[str, ListNode] | None = None,
+        root: nodes.ListNode,
+        trees: dict[str, nodes.ListNode] | None = None,
         *,
         name: str = "",
         funcs: Mapping[str, FuncEntry] | None = None,
@@ -133,7 +88,7 @@ class Template:
         self.source = source
         self.name = name
         self.root = root
-        self.trees: dict[str, ListNode] = trees if trees is not None else {}
+        self.trees: dict[str, nodes.ListNode] = trees if trees is not None else {}
         self.funcs: Mapping[str, FuncEntry] = funcs if funcs is not None else BUILTINS
         self.cache: dict[str, Any] = {}
         """Derived forms kept by callers (e.g. Ollama's legacy cut, see ``corral.templates.prompt``)."""
@@ -143,7 +98,7 @@ class Template:
     def __repr__(self) -> str:
         return f"Template({self.source!r})"
 
-    def with_root(self, root: ListNode) -> Template:
+    def with_root(self, root: nodes.ListNode) -> Template:
         """A template with the same source, defined templates and functions but another main tree."""
         return Template(self.source, root, self.trees, name=self.name, funcs=self.funcs)
 

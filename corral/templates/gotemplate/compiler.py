@@ -7,35 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from . import nodes
 from .builtins import FuncEntry, FuncError, short_circuit, truth
 from .errors import MAX_DEPTH, MAX_ITERATIONS, MAX_OUTPUT, TemplateError
 from .gofmt import GoStruct, fmt_value, go_type, sorted_items
 from .literals import go_quote
-from .nodes import (
-    ActionNode,
-    BoolNode,
-    BranchNode,
-    BreakNode,
-    ChainNode,
-    CommandNode,
-    CommentNode,
-    ContinueNode,
-    DotNode,
-    FieldNode,
-    IdentifierNode,
-    IfNode,
-    ListNode,
-    NilNode,
-    Node,
-    NumberNode,
-    PipeNode,
-    RangeNode,
-    StringNode,
-    TemplateNode,
-    TextNode,
-    VariableNode,
-    WithNode,
-)
 from .parser import line_col
 
 __all__ = ["Program", "State"]
@@ -110,7 +86,7 @@ class Compiler:
         self.name = name
         self.funcs = program.funcs
 
-    def fail(self, node: Node, msg: str) -> TemplateError:
+    def fail(self, node: nodes.Node, msg: str) -> TemplateError:
         line, col = line_col(self.program.source, node.pos)
         ctx = str(node)
         if len(ctx) > 20:
@@ -119,12 +95,12 @@ class Compiler:
         return TemplateError(f"template: {self.name}:{line}:{col}: executing {name} at <{ctx}>: {msg}")
 
     # -- statements
-    def seq(self, lst: ListNode) -> _Run:
+    def seq(self, lst: nodes.ListNode) -> _Run:
         items: list[Any] = []
         for n in lst.nodes:
-            if isinstance(n, CommentNode):
+            if isinstance(n, nodes.CommentNode):
                 continue
-            if isinstance(n, TextNode):
+            if isinstance(n, nodes.TextNode):
                 if items and isinstance(items[-1], str):
                     items[-1] += n.text
                 else:
@@ -162,30 +138,30 @@ class Compiler:
 
         return run_list
 
-    def node(self, n: Node) -> _Run:
-        if isinstance(n, ActionNode):
+    def node(self, n: nodes.Node) -> _Run:
+        if isinstance(n, nodes.ActionNode):
             return self.action(n)
-        if isinstance(n, IfNode):
+        if isinstance(n, nodes.IfNode):
             return self.if_with(n, with_=False)
-        if isinstance(n, WithNode):
+        if isinstance(n, nodes.WithNode):
             return self.if_with(n, with_=True)
-        if isinstance(n, RangeNode):
+        if isinstance(n, nodes.RangeNode):
             return self.range(n)
-        if isinstance(n, TemplateNode):
+        if isinstance(n, nodes.TemplateNode):
             return self.template(n)
-        if isinstance(n, ListNode):
+        if isinstance(n, nodes.ListNode):
             return self.seq(n)
-        if isinstance(n, TextNode):
-            return self.seq(ListNode(n.pos, [n]))
-        if isinstance(n, BreakNode):
+        if isinstance(n, nodes.TextNode):
+            return self.seq(nodes.ListNode(n.pos, [n]))
+        if isinstance(n, nodes.BreakNode):
             return _run_break
-        if isinstance(n, ContinueNode):
+        if isinstance(n, nodes.ContinueNode):
             return _run_continue
-        if isinstance(n, CommentNode):
+        if isinstance(n, nodes.CommentNode):
             return _noop
         raise TemplateError(f"template: {self.name}: unknown node {n!r}")
 
-    def action(self, n: ActionNode) -> _Run:
+    def action(self, n: nodes.ActionNode) -> _Run:
         pipe = self.pipe(n.pipe)
         if n.pipe.decl:
 
@@ -202,7 +178,7 @@ class Compiler:
 
         return run_action
 
-    def if_with(self, n: BranchNode, with_: bool) -> _Run:
+    def if_with(self, n: nodes.BranchNode, with_: bool) -> _Run:
         pipe = self.pipe(n.pipe)
         body = self.seq(n.list)
         other = self.seq(n.else_list) if n.else_list is not None else None
@@ -218,7 +194,7 @@ class Compiler:
 
         return run_if
 
-    def range(self, n: RangeNode) -> _Run:
+    def range(self, n: nodes.RangeNode) -> _Run:
         pipe = self.pipe(n.pipe)
         body = self.seq(n.list)
         other = self.seq(n.else_list) if n.else_list is not None else None
@@ -275,7 +251,7 @@ class Compiler:
 
         return run_range
 
-    def template(self, n: TemplateNode) -> _Run:
+    def template(self, n: nodes.TemplateNode) -> _Run:
         pipe = self.pipe(n.pipe) if n.pipe is not None else None
         program = self.program
         name = n.name
@@ -303,7 +279,7 @@ class Compiler:
         return run_template
 
     # -- expressions
-    def pipe(self, p: PipeNode) -> _Eval:
+    def pipe(self, p: nodes.PipeNode) -> _Eval:
         cmds = [self.command(c) for c in p.cmds]
         names = [d.ident[0] for d in p.decl]
         assign = p.is_assign
@@ -329,25 +305,25 @@ class Compiler:
 
         return run_pipe
 
-    def command(self, cmd: CommandNode) -> _Cmd:
+    def command(self, cmd: nodes.CommandNode) -> _Cmd:
         first = cmd.args[0]
         rest = cmd.args[1:]
         fail = self.fail
-        if isinstance(first, FieldNode):
+        if isinstance(first, nodes.FieldNode):
             return self.field_chain(first, None, first.ident, rest)
-        if isinstance(first, VariableNode):
+        if isinstance(first, nodes.VariableNode):
             if len(first.ident) > 1:
                 return self.field_chain(first, self.variable(first.ident[0], first), first.ident[1:], rest)
             get = self.variable(first.ident[0], first)
             value_cmd = self.no_args(get, first, bool(rest))
             return value_cmd
-        if isinstance(first, ChainNode):
+        if isinstance(first, nodes.ChainNode):
             return self.field_chain(first, self.arg(first.node), first.fields, rest)
-        if isinstance(first, IdentifierNode):
+        if isinstance(first, nodes.IdentifierNode):
             return self.call(first, rest, cmd)
-        if isinstance(first, PipeNode):
+        if isinstance(first, nodes.PipeNode):
             return self.no_args(self.pipe(first), first, bool(rest))
-        if isinstance(first, NilNode):
+        if isinstance(first, nodes.NilNode):
 
             def run_nil(st: State, dot: Any, final: Any) -> Any:
                 raise fail(first, "nil is not a command")
@@ -355,7 +331,7 @@ class Compiler:
             return run_nil
         return self.no_args(self.arg(first), first, bool(rest))
 
-    def no_args(self, get: _Eval, node: Node, has_rest: bool) -> _Cmd:
+    def no_args(self, get: _Eval, node: nodes.Node, has_rest: bool) -> _Cmd:
         fail = self.fail
 
         def run_value(st: State, dot: Any, final: Any) -> Any:
@@ -365,7 +341,7 @@ class Compiler:
 
         return run_value
 
-    def variable(self, name: str, node: Node) -> _Eval:
+    def variable(self, name: str, node: nodes.Node) -> _Eval:
         fail = self.fail
         if name == "$":
 
@@ -385,7 +361,9 @@ class Compiler:
 
         return run_var
 
-    def field_chain(self, node: Node, receiver: _Eval | None, ident: tuple[str, ...], rest: list[Node]) -> _Cmd:
+    def field_chain(
+        self, node: nodes.Node, receiver: _Eval | None, ident: tuple[str, ...], rest: list[nodes.Node]
+    ) -> _Cmd:
         arg_fns = [self.arg(a) for a in rest]
         fail = self.fail
         head = ident[:-1]
@@ -411,7 +389,7 @@ class Compiler:
 
         return run_fields
 
-    def call(self, ident: IdentifierNode, rest: list[Node], cmd: CommandNode | None = None) -> _Cmd:
+    def call(self, ident: nodes.IdentifierNode, rest: list[nodes.Node], cmd: nodes.CommandNode | None = None) -> _Cmd:
         name = ident.name
         fail = self.fail
         arg_fns = [self.arg(a) for a in rest]
@@ -423,7 +401,7 @@ class Compiler:
 
             return run_missing
         fn, lo, hi = entry
-        where: Node = cmd if cmd is not None else ident
+        where: nodes.Node = cmd if cmd is not None else ident
         if name in ("and", "or") and fn is short_circuit:
             want = name == "or"
 
@@ -459,8 +437,8 @@ class Compiler:
 
         return run_call
 
-    def arg(self, n: Node) -> _Eval:
-        if isinstance(n, FieldNode) and len(n.ident) == 1:
+    def arg(self, n: nodes.Node) -> _Eval:
+        if isinstance(n, nodes.FieldNode) and len(n.ident) == 1:
             last = n.ident[0]
             fail = self.fail
 
@@ -473,24 +451,24 @@ class Compiler:
                 return _field(st, dot, dot, last, (), _MISSING, n, fail)
 
             return run_field_arg
-        if isinstance(n, VariableNode) and len(n.ident) == 1:
+        if isinstance(n, nodes.VariableNode) and len(n.ident) == 1:
             return self.variable(n.ident[0], n)
-        if isinstance(n, (FieldNode, VariableNode, ChainNode, IdentifierNode)):
-            cmd = self.command(CommandNode(n.pos, [n]))
+        if isinstance(n, (nodes.FieldNode, nodes.VariableNode, nodes.ChainNode, nodes.IdentifierNode)):
+            cmd = self.command(nodes.CommandNode(n.pos, [n]))
 
             def run_arg(st: State, dot: Any) -> Any:
                 return cmd(st, dot, _MISSING)
 
             return run_arg
-        if isinstance(n, PipeNode):
+        if isinstance(n, nodes.PipeNode):
             return self.pipe(n)
-        if isinstance(n, DotNode):
+        if isinstance(n, nodes.DotNode):
             return _dot
-        if isinstance(n, NilNode):
+        if isinstance(n, nodes.NilNode):
             return _nil
-        if isinstance(n, (BoolNode, NumberNode)):
+        if isinstance(n, (nodes.BoolNode, nodes.NumberNode)):
             return _const(n.value)
-        if isinstance(n, StringNode):
+        if isinstance(n, nodes.StringNode):
             return _const(n.text)
         raise TemplateError(f"template: {self.name}: can't evaluate {n}")
 
@@ -526,7 +504,9 @@ def _overflow() -> TemplateError:
     return TemplateError(f"template: output exceeds {MAX_OUTPUT} characters")
 
 
-def _set_var(st: State, name: str, value: Any, node: Node, fail: Callable[[Node, str], TemplateError]) -> None:
+def _set_var(
+    st: State, name: str, value: Any, node: nodes.Node, fail: Callable[[nodes.Node, str], TemplateError]
+) -> None:
     vs = st.vars
     i = len(vs) - 1
     while i >= 0:
@@ -537,7 +517,9 @@ def _set_var(st: State, name: str, value: Any, node: Node, fail: Callable[[Node,
     raise fail(node, f"undefined variable: {name}")
 
 
-def _invoke(fn: Callable[..., Any], args: list[Any], name: str, node: Node, fail: Callable[..., TemplateError]) -> Any:
+def _invoke(
+    fn: Callable[..., Any], args: list[Any], name: str, node: nodes.Node, fail: Callable[..., TemplateError]
+) -> Any:
     try:
         return fn(*args)
     except TemplateError:
@@ -557,8 +539,8 @@ def _field(
     name: str,
     arg_fns: Iterable[_Eval] | tuple[()],
     final: Any,
-    node: Node,
-    fail: Callable[[Node, str], TemplateError],
+    node: nodes.Node,
+    fail: Callable[[nodes.Node, str], TemplateError],
 ) -> Any:
     """Go's ``evalField``: method call, struct field or map key, in that order."""
     has_args = bool(arg_fns) or final is not _MISSING
@@ -604,7 +586,12 @@ class Program:
     __slots__ = ("_compiled", "funcs", "name", "root", "run", "source", "trees")
 
     def __init__(
-        self, source: str, name: str, root: ListNode, trees: Mapping[str, ListNode], funcs: Mapping[str, FuncEntry]
+        self,
+        source: str,
+        name: str,
+        root: nodes.ListNode,
+        trees: Mapping[str, nodes.ListNode],
+        funcs: Mapping[str, FuncEntry],
     ) -> None:
         self.source = source
         self.name = name

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from . import nodes
 from .errors import MAX_DEPTH, TemplateError
 from .lexer import (
     T_ASSIGN,
@@ -46,35 +47,11 @@ from .lexer import (
     lex,
 )
 from .literals import go_quote, parse_char, parse_number, unquote
-from .nodes import (
-    ActionNode,
-    BoolNode,
-    BreakNode,
-    ChainNode,
-    CommandNode,
-    CommentNode,
-    ContinueNode,
-    DotNode,
-    FieldNode,
-    IdentifierNode,
-    IfNode,
-    ListNode,
-    NilNode,
-    Node,
-    NumberNode,
-    PipeNode,
-    RangeNode,
-    StringNode,
-    TemplateNode,
-    TextNode,
-    VariableNode,
-    WithNode,
-)
 
 __all__ = ["Parser", "line_col"]
 
 
-class _End(Node):
+class _End(nodes.Node):
     """``{{end}}``: closes the list being parsed; never left in a tree."""
 
     __slots__ = ()
@@ -83,7 +60,7 @@ class _End(Node):
         return "{{end}}"
 
 
-class _Else(Node):
+class _Else(nodes.Node):
     """``{{else}}``: ends a branch's body; never left in a tree."""
 
     __slots__ = ()
@@ -91,6 +68,9 @@ class _Else(Node):
     def __str__(self) -> str:
         return "{{else}}"
 
+
+_CONSTANTS = (nodes.BoolNode, nodes.DotNode, nodes.NilNode, nodes.NumberNode, nodes.StringNode)
+"""Operands that cannot take a piped value: Go's "non executable command" after the first pipeline stage."""
 
 
 def line_col(src: str, pos: int) -> tuple[int, int]:
@@ -113,7 +93,7 @@ class Parser:
         self.vars: list[str] = ["$"]
         self.range_depth = 0
         self.depth = 0
-        self.trees: dict[str, ListNode] = {}
+        self.trees: dict[str, nodes.ListNode] = {}
 
     # -- token helpers
     def next(self) -> Token:
@@ -163,8 +143,8 @@ class Parser:
             raise self.error(f"template nesting deeper than {MAX_DEPTH}")
 
     # -- grammar
-    def parse(self) -> ListNode:
-        root = ListNode(0)
+    def parse(self) -> nodes.ListNode:
+        root = nodes.ListNode(0)
         while self.peek().typ != T_EOF:
             if self.peek().typ == T_LDELIM:
                 save = self.i
@@ -179,7 +159,7 @@ class Parser:
             root.nodes.append(node)
         return root
 
-    def add_tree(self, name: str, body: ListNode, pos: int) -> None:
+    def add_tree(self, name: str, body: nodes.ListNode, pos: int) -> None:
         old = self.trees.get(name)
         if old is not None and not _is_empty_tree(old):
             if _is_empty_tree(body):
@@ -204,8 +184,8 @@ class Parser:
         self.vars, self.range_depth = saved
         self.add_tree(name, body, tok.pos)
 
-    def item_list(self) -> tuple[ListNode, Node]:
-        lst = ListNode(self.peek_non_space().pos)
+    def item_list(self) -> tuple[nodes.ListNode, nodes.Node]:
+        lst = nodes.ListNode(self.peek_non_space().pos)
         while self.peek_non_space().typ != T_EOF:
             node = self.text_or_action()
             if isinstance(node, (_End, _Else)):
@@ -213,17 +193,17 @@ class Parser:
             lst.nodes.append(node)
         raise self.error("unexpected EOF", len(self.src))
 
-    def text_or_action(self) -> Node:
+    def text_or_action(self) -> nodes.Node:
         tok = self.next_non_space()
         if tok.typ == T_TEXT:
-            return TextNode(tok.pos, tok.val)
+            return nodes.TextNode(tok.pos, tok.val)
         if tok.typ == T_LDELIM:
             return self.action()
         if tok.typ == T_COMMENT:
-            return CommentNode(tok.pos, tok.val)
+            return nodes.CommentNode(tok.pos, tok.val)
         raise self.unexpected(tok, "input")
 
-    def action(self) -> Node:
+    def action(self) -> nodes.Node:
         tok = self.next_non_space()
         typ = tok.typ
         if typ == T_BLOCK:
@@ -235,7 +215,7 @@ class Parser:
                 raise self.unexpected(nxt, "{{" + word + "}}")
             if self.range_depth == 0:
                 raise self.error("{{" + word + "}} outside {{range}}", tok.pos)
-            return BreakNode(tok.pos) if typ == T_BREAK else ContinueNode(tok.pos)
+            return nodes.BreakNode(tok.pos) if typ == T_BREAK else nodes.ContinueNode(tok.pos)
         if typ == T_ELSE:
             pk = self.peek_non_space()
             if pk.typ in (T_IF, T_WITH):
@@ -244,18 +224,18 @@ class Parser:
         if typ == T_END:
             return _End(self.expect(T_RDELIM, "end").pos)
         if typ == T_IF:
-            return IfNode(tok.pos, *self.parse_control("if"))
+            return nodes.IfNode(tok.pos, *self.parse_control("if"))
         if typ == T_RANGE:
-            return RangeNode(tok.pos, *self.parse_control("range"))
+            return nodes.RangeNode(tok.pos, *self.parse_control("range"))
         if typ == T_WITH:
-            return WithNode(tok.pos, *self.parse_control("with"))
+            return nodes.WithNode(tok.pos, *self.parse_control("with"))
         if typ == T_TEMPLATE:
             return self.template_control()
         self.backup()
         tok = self.peek()
-        return ActionNode(tok.pos, self.pipeline("command", T_RDELIM))
+        return nodes.ActionNode(tok.pos, self.pipeline("command", T_RDELIM))
 
-    def parse_control(self, context: str) -> tuple[PipeNode, ListNode, ListNode | None]:
+    def parse_control(self, context: str) -> tuple[nodes.PipeNode, nodes.ListNode, nodes.ListNode | None]:
         nvars = len(self.vars)
         self.enter()
         pipe = self.pipeline(context, T_RDELIM)
@@ -264,14 +244,14 @@ class Parser:
         body, nxt = self.item_list()
         if context == "range":
             self.range_depth -= 1
-        else_list: ListNode | None = None
+        else_list: nodes.ListNode | None = None
         if isinstance(nxt, _Else):
             if context == "if" and self.peek().typ == T_IF:
                 tok = self.next()
-                else_list = ListNode(nxt.pos, [IfNode(tok.pos, *self.parse_control("if"))])
+                else_list = nodes.ListNode(nxt.pos, [nodes.IfNode(tok.pos, *self.parse_control("if"))])
             elif context == "with" and self.peek().typ == T_WITH:
                 tok = self.next()
-                else_list = ListNode(nxt.pos, [WithNode(tok.pos, *self.parse_control("with"))])
+                else_list = nodes.ListNode(nxt.pos, [nodes.WithNode(tok.pos, *self.parse_control("with"))])
             else:
                 else_list, end = self.item_list()
                 if not isinstance(end, _End):
@@ -285,7 +265,7 @@ class Parser:
             raise self.unexpected(tok, context)
         return self.unquote(tok)
 
-    def template_control(self) -> Node:
+    def template_control(self) -> nodes.Node:
         context = "template clause"
         tok = self.next_non_space()
         name = self.template_name(tok, context)
@@ -293,9 +273,9 @@ class Parser:
         if self.next_non_space().typ != T_RDELIM:
             self.backup()
             pipe = self.pipeline(context, T_RDELIM)
-        return TemplateNode(tok.pos, name, pipe)
+        return nodes.TemplateNode(tok.pos, name, pipe)
 
-    def block_control(self, start: Token) -> Node:
+    def block_control(self, start: Token) -> nodes.Node:
         context = "block clause"
         tok = self.next_non_space()
         name = self.template_name(tok, context)
@@ -309,10 +289,10 @@ class Parser:
         if not isinstance(end, _End):
             raise self.error(f"unexpected {end} in {context}", end.pos)
         self.add_tree(name, body, tok.pos)
-        return TemplateNode(start.pos, name, pipe)
+        return nodes.TemplateNode(start.pos, name, pipe)
 
-    def pipeline(self, context: str, end: int) -> PipeNode:
-        pipe = PipeNode(self.peek_non_space().pos)
+    def pipeline(self, context: str, end: int) -> nodes.PipeNode:
+        pipe = nodes.PipeNode(self.peek_non_space().pos)
         while True:
             v = self.peek_non_space()
             if v.typ != T_VAR:
@@ -323,11 +303,11 @@ class Parser:
             if nxt.typ in (T_ASSIGN, T_DECLARE):
                 pipe.is_assign = nxt.typ == T_ASSIGN
                 self.next_non_space()
-                pipe.decl.append(VariableNode(v.pos, (v.val,)))
+                pipe.decl.append(nodes.VariableNode(v.pos, (v.val,)))
                 self.vars.append(v.val)
             elif nxt.typ == T_CHAR and nxt.val == ",":
                 self.next_non_space()
-                pipe.decl.append(VariableNode(v.pos, (v.val,)))
+                pipe.decl.append(nodes.VariableNode(v.pos, (v.val,)))
                 self.vars.append(v.val)
                 if context == "range" and len(pipe.decl) < 2:
                     if self.peek_non_space().typ in (T_VAR, T_RDELIM, T_RPAREN):
@@ -343,7 +323,7 @@ class Parser:
                 if not pipe.cmds:
                     raise self.error(f"missing value for {context}", tok.pos)
                 for k, cmd in enumerate(pipe.cmds[1:]):
-                    if isinstance(cmd.args[0], (BoolNode, DotNode, NilNode, NumberNode, StringNode)):
+                    if isinstance(cmd.args[0], _CONSTANTS):
                         raise self.error(f"non executable command in pipeline stage {k + 2}", cmd.pos)
                 return pipe
             if tok.typ in (
@@ -365,8 +345,8 @@ class Parser:
             else:
                 raise self.unexpected(tok, context)
 
-    def command(self) -> CommandNode:
-        cmd = CommandNode(self.peek_non_space().pos)
+    def command(self) -> nodes.CommandNode:
+        cmd = nodes.CommandNode(self.peek_non_space().pos)
         while True:
             self.peek_non_space()
             operand = self.operand()
@@ -384,7 +364,7 @@ class Parser:
             raise self.error("empty command", cmd.pos)
         return cmd
 
-    def operand(self) -> Node | None:
+    def operand(self) -> nodes.Node | None:
         node = self.term()
         if node is None:
             return None
@@ -392,38 +372,38 @@ class Parser:
             fields: list[str] = []
             while self.peek().typ == T_FIELD:
                 fields.append(self.next().val[1:])
-            if isinstance(node, FieldNode):
-                return FieldNode(node.pos, node.ident + tuple(fields))
-            if isinstance(node, VariableNode):
-                return VariableNode(node.pos, node.ident + tuple(fields))
-            if isinstance(node, (BoolNode, StringNode, NumberNode, NilNode, DotNode)):
+            if isinstance(node, nodes.FieldNode):
+                return nodes.FieldNode(node.pos, node.ident + tuple(fields))
+            if isinstance(node, nodes.VariableNode):
+                return nodes.VariableNode(node.pos, node.ident + tuple(fields))
+            if isinstance(node, (nodes.BoolNode, nodes.StringNode, nodes.NumberNode, nodes.NilNode, nodes.DotNode)):
                 raise self.error(f"unexpected . after term {go_quote(str(node))}", node.pos)
-            return ChainNode(node.pos, node, tuple(fields))
+            return nodes.ChainNode(node.pos, node, tuple(fields))
         return node
 
-    def term(self) -> Node | None:
+    def term(self) -> nodes.Node | None:
         tok = self.next_non_space()
         typ = tok.typ
         if typ == T_IDENT:
             if tok.val not in self.funcs:
                 raise self.error(f"function {go_quote(tok.val)} not defined", tok.pos)
-            return IdentifierNode(tok.pos, tok.val)
+            return nodes.IdentifierNode(tok.pos, tok.val)
         if typ == T_DOT:
-            return DotNode(tok.pos)
+            return nodes.DotNode(tok.pos)
         if typ == T_NIL:
-            return NilNode(tok.pos)
+            return nodes.NilNode(tok.pos)
         if typ == T_VAR:
             if tok.val not in self.vars:
                 raise self.error(f"undefined variable {go_quote(tok.val)}", tok.pos)
-            return VariableNode(tok.pos, (tok.val,))
+            return nodes.VariableNode(tok.pos, (tok.val,))
         if typ == T_FIELD:
-            return FieldNode(tok.pos, (tok.val[1:],))
+            return nodes.FieldNode(tok.pos, (tok.val[1:],))
         if typ == T_BOOL:
-            return BoolNode(tok.pos, tok.val == "true")
+            return nodes.BoolNode(tok.pos, tok.val == "true")
         if typ in (T_NUMBER, T_CHARCONST, T_COMPLEX):
             try:
                 value = parse_char(tok.val) if typ == T_CHARCONST else parse_number(tok.val)
-                return NumberNode(tok.pos, tok.val, value)
+                return nodes.NumberNode(tok.pos, tok.val, value)
             except ValueError as e:
                 raise self.error(str(e), tok.pos) from None
         if typ == T_LPAREN:
@@ -432,7 +412,7 @@ class Parser:
             self.depth -= 1
             return pipe
         if typ in (T_STRING, T_RAWSTRING):
-            return StringNode(tok.pos, tok.val, self.unquote(tok))
+            return nodes.StringNode(tok.pos, tok.val, self.unquote(tok))
         self.backup()
         return None
 
@@ -443,9 +423,9 @@ class Parser:
             raise self.error(str(e), tok.pos) from None
 
 
-def _is_empty_tree(node: Node) -> bool:
-    if isinstance(node, ListNode):
+def _is_empty_tree(node: nodes.Node) -> bool:
+    if isinstance(node, nodes.ListNode):
         return all(_is_empty_tree(n) for n in node.nodes)
-    if isinstance(node, TextNode):
+    if isinstance(node, nodes.TextNode):
         return not node.text.strip()
-    return isinstance(node, CommentNode)
+    return isinstance(node, nodes.CommentNode)
