@@ -243,13 +243,18 @@ class VersionResponse(BaseModel):
     corral_version: str | None = None
 
 
-class EmbedRequest(_Request):
+class _ModelRequest(_Request):
+    """A body that names a model to load and may set how long it stays and the options it loads with."""
+
     model: str = ""
+    keep_alive: float | str | None = None
+    options: dict[str, Any] | None = None
+
+
+class EmbedRequest(_ModelRequest):
     input: str | list[str] | None = None
     truncate: bool | None = True
     dimensions: GoInt | None = Field(default=None, ge=0)
-    keep_alive: float | str | None = None
-    options: dict[str, Any] | None = None
 
 
 class EmbedResponse(BaseModel):
@@ -260,35 +265,26 @@ class EmbedResponse(BaseModel):
     prompt_eval_count: int | None = None
 
 
-class EmbeddingRequest(_Request):
+class EmbeddingRequest(_ModelRequest):
     """The legacy ``/api/embeddings`` body."""
 
-    model: str = ""
     prompt: str = ""
-    keep_alive: float | str | None = None
-    options: dict[str, Any] | None = None
 
 
 class EmbeddingResponse(BaseModel):
     embedding: list[float]
 
 
-class TokenizeRequest(_Request):
-    model: str = ""
+class TokenizeRequest(_ModelRequest):
     content: str = ""
-    keep_alive: float | str | None = None
-    options: dict[str, Any] | None = None
 
 
 class TokenizeResponse(BaseModel):
     tokens: list[int]
 
 
-class DetokenizeRequest(_Request):
-    model: str = ""
+class DetokenizeRequest(_ModelRequest):
     tokens: list[GoInt] = Field(default_factory=list)
-    keep_alive: float | str | None = None
-    options: dict[str, Any] | None = None
 
 
 class DetokenizeResponse(BaseModel):

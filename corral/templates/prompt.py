@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from corral.templates.gotemplate import (
     NIL_EMPTY,
@@ -67,6 +67,9 @@ DEFAULT_TEMPLATE = "{{ .Prompt }}"
 # Template-facing value types (Ollama's templateMessage, templateTool, api.ToolProperty, ...)
 
 
+_V = TypeVar("_V")
+
+
 def _json_or(v: Any, default: str) -> str:
     try:
         return go_json(v)
@@ -74,14 +77,12 @@ def _json_or(v: Any, default: str) -> str:
         return default
 
 
-class TemplateArgs(dict[str, Any]):
-    """Tool-call arguments (``templateArgs``): a Go map, so ``range`` and ``json`` see sorted keys.
-
-    Printing it (``{{ .Function.Arguments }}``) gives JSON; a nil map prints ``{}`` but marshals as ``null``."""
+class _GoMap(dict[str, _V]):
+    """A Go map a template prints as JSON; a nil map prints ``{}`` but marshals as ``null``."""
 
     __slots__ = ("nil",)
 
-    def __init__(self, items: Mapping[str, Any] | None = None, *, nil: bool = False) -> None:
+    def __init__(self, items: Mapping[str, _V] | None = None, *, nil: bool = False) -> None:
         super().__init__(items or {})
         self.nil = nil and not self
 
@@ -92,20 +93,17 @@ class TemplateArgs(dict[str, Any]):
         return None if self.nil else dict(self)
 
 
-class TemplateProperties(dict[str, "ToolProperty"]):
+class TemplateArgs(_GoMap[Any]):
+    """Tool-call arguments (``templateArgs``): a Go map, so ``range`` and ``json`` see sorted keys; printing it
+    (``{{ .Function.Arguments }}``) gives JSON."""
+
+    __slots__ = ()
+
+
+class TemplateProperties(_GoMap["ToolProperty"]):
     """A tool's parameter properties (``templateProperties``): a Go map printed as JSON."""
 
-    __slots__ = ("nil",)
-
-    def __init__(self, items: Mapping[str, ToolProperty] | None = None, *, nil: bool = False) -> None:
-        super().__init__(items or {})
-        self.nil = nil and not self
-
-    def String(self) -> str:
-        return "{}" if self.nil else _json_or(dict(self), "")
-
-    def __go_json__(self) -> Any:
-        return None if self.nil else dict(self)
+    __slots__ = ()
 
 
 class ToolPropertiesMap(dict[str, "ToolProperty"]):
