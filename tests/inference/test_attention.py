@@ -64,7 +64,7 @@ def test_the_engine_gets_them_as_params_and_as_flags() -> None:
     assert default.flash_attn_type == xllamacpp.llama_flash_attn_type.LLAMA_FLASH_ATTN_TYPE_AUTO
     assert default.cache_type_k == xllamacpp.ggml_type.GGML_TYPE_F16
     flags = server_flags(LaunchSpec(model="m.gguf", num_ctx=512, parallel=1, flash_attention="off",
-                                    cache_type="q4_0"), "llama-server", 8080, "k")
+                                    cache_type="q4_0"), "llama-server", "127.0.0.1:8080")
     assert flags[flags.index("-fa") + 1] == "off"
     assert flags[flags.index("-ctk") + 1] == flags[flags.index("-ctv") + 1] == "q4_0"
 
