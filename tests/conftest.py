@@ -263,3 +263,35 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 @pytest.hookimpl(trylast=True)
 def pytest_runtest_teardown(item: pytest.Item) -> None:
     subprocess.Popen._execute_child = _real_execute_child  # type: ignore[attr-defined]
+
+
+def stop_auto_started_servers(home: Path) -> None:
+    """Stop, by PID, the server a CLI command started in the background for this ``CORRAL_HOME``: TERM, up to
+    15 s to exit, then KILL."""
+    for pid in _servers_with_home(home):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and _servers_with_home(home):
+        time.sleep(0.1)
+    for pid in _servers_with_home(home):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _servers_with_home(home: Path) -> list[int]:
+    """PIDs of live ``serve`` processes whose environment names this ``CORRAL_HOME``."""
+    needle = f"CORRAL_HOME={home}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            cmdline = (entry / "cmdline").read_bytes()
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle in environ.split(b"\0") and b"serve" in cmdline and state != "Z":
+            pids.append(int(entry.name))
+    return pids

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.conftest import MODEL, ServerProcess, free_port
+from tests.conftest import MODEL, ServerProcess, free_port, stop_auto_started_servers
 
 pytestmark = pytest.mark.e2e
 
@@ -92,30 +89,4 @@ def test_cli_starts_a_server_when_none_answers(tmp_path: Path) -> None:
         assert MODEL in r.stdout
         assert httpx.get(f"http://127.0.0.1:{port}/").status_code == 200
     finally:
-        for pid in _servers_with_home(home):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and _servers_with_home(home):
-            time.sleep(0.1)
-        for pid in _servers_with_home(home):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
-def _servers_with_home(home: Path) -> list[int]:
-    """PIDs of live processes whose environment names this test's CORRAL_HOME (the auto-started server)."""
-    needle = f"CORRAL_HOME={home}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            cmdline = (entry / "cmdline").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if needle in environ.split(b"\0") and b"serve" in cmdline and state != "Z":
-            pids.append(int(entry.name))
-    return pids
+        stop_auto_started_servers(home)

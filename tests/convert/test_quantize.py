@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as Q
 
+from benchmarks.quantize import float_copy  # the benchmark and this test start from the same dequantized model
 from corral.convert import convert_directory, ggml, quantize_gguf
 from corral.convert.quantize import parse_quant_type, plan_types, quantize_rows
 from corral.errors import ConvertError
@@ -686,28 +687,6 @@ def test_metadata_reader_roundtrip_of_quantized_file(tiny_f16: Path, tmp_path: P
 
 
 NUMPY_PATH_TOKENS = json.loads((FIXTURES / "quantize_numpy_path_tokens.json").read_text())
-
-
-def float_copy(src: Path, dst: Path) -> None:
-    """An F16 GGUF with the tensors of the quantized GGUF ``src`` dequantized (1-D ones as F32), metadata kept."""
-    reader = gguf.GGUFReader(src)
-    writer = gguf.GGUFWriter(dst, str(reader.fields["general.architecture"].contents()))
-    for key, field in reader.fields.items():
-        if key.startswith("GGUF.") or key in ("general.architecture", "general.file_type",
-                                              "general.quantization_version"):
-            continue
-        vtype = field.types[0]
-        writer.add_key_value(key, field.contents(), vtype,
-                             sub_type=field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None)
-    writer.add_file_type(gguf.LlamaFileType.MOSTLY_F16)
-    for t in reader.tensors:
-        shape = tuple(reversed([int(n) for n in t.shape]))
-        values = gguf.quants.dequantize(t.data, t.tensor_type).reshape(shape)
-        writer.add_tensor(t.name, values.astype(np.float32 if len(shape) == 1 else np.float16))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
 
 
 @pytest.mark.e2e

@@ -3,20 +3,17 @@ files), the Origin rule for the page's POSTs, and the ``corral ui`` command."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ServerProcess, free_port
+from conftest import ServerProcess, free_port, stop_auto_started_servers
 from fastapi.testclient import TestClient
 
 from corral.api import ui
@@ -207,30 +204,4 @@ def test_corral_ui_starts_the_server(tmp_path: Path) -> None:
         page = httpx.get(r.stdout.strip())
         assert page.status_code == 200 and 'id="prompt"' in page.text
     finally:
-        for pid in _servers_with_home(home):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and _servers_with_home(home):
-            time.sleep(0.1)
-        for pid in _servers_with_home(home):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
-def _servers_with_home(home: Path) -> list[int]:
-    """The auto-started server: live processes whose environment names this test's CORRAL_HOME."""
-    needle = f"CORRAL_HOME={home}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes()
-            cmdline = (entry / "cmdline").read_bytes()
-            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if needle in environ.split(b"\0") and b"serve" in cmdline and state != "Z":
-            pids.append(int(entry.name))
-    return pids
+        stop_auto_started_servers(home)
