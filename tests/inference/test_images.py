@@ -162,8 +162,14 @@ def test_placement_swaps_its_tags_for_the_engines_marker_in_order() -> None:
     assert images.Placement().nonce != place.nonce
 
 
-def test_tokens_per_image_reads_fixed_size_projectors(tmp_path: Path) -> None:
-    path = write_projector(tmp_path / "p.gguf", bundled_file(*SMOL_FILE))
+@pytest.fixture(scope="module")
+def projector(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One projector for the bundled model, shared by this module's tests (writing one takes seconds)."""
+    return write_projector(tmp_path_factory.mktemp("projector") / "sha256-abc", bundled_file(*SMOL_FILE))
+
+
+def test_tokens_per_image_reads_fixed_size_projectors(projector: Path) -> None:
+    path = projector
     info = read_gguf_info(path)
     assert images.tokens_per_image(info) == IMAGE_TOKENS == 16
     assert images.tokens_per_image(None) == images.OLLAMA_IMAGE_TOKENS
@@ -292,12 +298,11 @@ def test_bad_images_fail_while_settling_before_any_runner_is_leased() -> None:
 # -- launch ---------------------------------------------------------------------------------------------------------
 
 
-def test_the_projector_is_part_of_the_launch_and_its_size(tmp_path: Path) -> None:
+def test_the_projector_is_part_of_the_launch_and_its_size(projector: Path) -> None:
     from corral.store.model import Model
     from corral.store.names import parse_name
 
     smol = bundled_file(*SMOL_FILE)
-    projector = write_projector(tmp_path / "sha256-abc", smol)
     record = SimpleNamespace(manifest=SimpleNamespace(size=0))
     plain = Model(name=parse_name("smol"), record=record, model_path=smol, model_digest="sha256:1")  # type: ignore[arg-type]
     vision = Model(name=parse_name("vis"), record=record, model_path=smol, model_digest="sha256:1",  # type: ignore[arg-type]
