@@ -31,8 +31,9 @@ def test_parallel_requests_match_sequential_greedy_output(server: ServerProcess)
     with ThreadPoolExecutor(len(PROMPTS)) as pool:
         parallel = list(pool.map(lambda p: _generate(server.url, p)["response"], PROMPTS))
     assert parallel == sequential
-    [entry] = [m for m in httpx.get(server.url + "/api/ps").json()["models"] if m["model"] == MODEL]
-    assert entry["parallel"] == 4
+    # The session's server may also hold this model's embedding runner (tests/api/test_embed.py), one slot wide.
+    entries = [m for m in httpx.get(server.url + "/api/ps").json()["models"] if m["model"] == MODEL]
+    assert max(m["parallel"] for m in entries) == 4
 
 
 def test_cancelling_one_stream_does_not_disturb_another(server: ServerProcess) -> None:

@@ -31,7 +31,7 @@ class Household(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
 
     city: str
-    pets: list[Pet]
+    pets: list[Pet] = pydantic.Field(max_length=3)  # maxItems: at temperature 1 a free list outruns num_predict
     size: str = pydantic.Field(json_schema_extra={"enum": ["small", "large"]})
 
 
