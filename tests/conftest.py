@@ -295,3 +295,42 @@ def _servers_with_home(home: Path) -> list[int]:
         if needle in environ.split(b"\0") and b"serve" in cmdline and state != "Z":
             pids.append(int(entry.name))
     return pids
+
+
+def derive(server: ServerProcess, name: str, *, drop: tuple[str, ...] = (), add: dict[str, bytes] | None = None,
+           weights: bytes | None = None, capabilities: list[str] | None = None) -> str:
+    """Write a variant of the bundled model into the server's store: layers dropped, added or weights replaced, or
+    its config's capabilities set. Returns ``name``."""
+    import json
+
+    from corral.store import manifest as mf
+    from corral.store.names import parse_name
+    from corral.store.store import Store
+
+    store = Store(server.models)
+    record = store.read_manifest(store.resolve(MODEL))
+    layers = [la for la in record.manifest.layers if la.media_type not in drop]
+    if weights is not None:
+        digest, size = store.write_bytes(weights)
+        layers = [mf.Layer(mediaType=mf.MEDIA_MODEL, digest=digest, size=size) if la.media_type == mf.MEDIA_MODEL
+                  else la for la in layers]
+    for media_type, data in (add or {}).items():
+        digest, size = store.write_bytes(data)
+        layers = [la for la in layers if la.media_type != media_type]
+        layers.append(mf.Layer(mediaType=media_type, digest=digest, size=size))
+    config = record.manifest.config
+    if capabilities is not None:
+        body = json.loads(store.blob_path(config.digest).read_bytes())
+        body["capabilities"] = capabilities
+        digest, size = store.write_bytes(json.dumps(body).encode())
+        config = mf.Layer(mediaType=config.media_type, digest=digest, size=size)
+    store.write_manifest(parse_name(name), mf.Manifest(config=config, layers=layers))
+    return name
+
+
+def native_tools_model(server: ServerProcess, name: str) -> str:
+    """The bundled model without TEMPLATE and SYSTEM layers (chats take the engine's native Jinja path), with
+    ``tools`` among its capabilities."""
+    from corral.store import manifest as mf
+
+    return derive(server, name, drop=(mf.MEDIA_TEMPLATE, mf.MEDIA_SYSTEM), capabilities=["completion", "tools"])

@@ -19,7 +19,7 @@ from langchain_ollama import ChatOllama
 from corral.store import manifest as mf
 from corral.store.names import parse_name
 from corral.store.store import Store
-from tests.conftest import MODEL, ServerProcess
+from tests.conftest import MODEL, ServerProcess, native_tools_model
 
 pytestmark = pytest.mark.e2e
 
@@ -31,20 +31,6 @@ def short_name(server: ServerProcess) -> str:
     """A copy of the bundled model under a name without a tag, so it resolves to ``smol:latest``."""
     httpx.post(server.url + "/api/copy", json={"source": MODEL, "destination": "smol"}).raise_for_status()
     return "smol"
-
-
-def _native(server: ServerProcess) -> str:
-    """The bundled model without TEMPLATE and SYSTEM layers: chats take the engine's native path (Jinja)."""
-    name = "native-fidelity"
-    store = Store(server.models)
-    record = store.read_manifest(store.resolve(MODEL))
-    config = json.loads(store.blob_path(record.manifest.config.digest).read_bytes())
-    config["capabilities"] = ["completion", "tools"]
-    digest, size = store.write_bytes(json.dumps(config).encode())
-    layers = [la for la in record.manifest.layers if la.media_type not in (mf.MEDIA_TEMPLATE, mf.MEDIA_SYSTEM)]
-    store.write_manifest(parse_name(name), mf.Manifest(
-        config=mf.Layer(mediaType=record.manifest.config.media_type, digest=digest, size=size), layers=layers))
-    return name
 
 
 # -- prompt_eval_count counts the whole prompt; the cached part is its own field ------------------------------------
@@ -139,7 +125,7 @@ def test_the_ollama_librarys_logprobs_examples(server: ServerProcess, capsys: py
 
 @pytest.mark.parametrize("native", [False, True])
 def test_greedy_tokens_are_the_top_ones_and_join_to_the_text(server: ServerProcess, native: bool) -> None:
-    model = _native(server) if native else MODEL
+    model = native_tools_model(server, "native-fidelity") if native else MODEL
     client = ollama.Client(host=server.url)
     opts = {"temperature": 0, "num_predict": 16}
     messages = [{"role": "user", "content": "Name three fruits."}]
@@ -324,7 +310,7 @@ def test_anthropic_count_tokens_matches_what_the_message_uses(server: ServerProc
     """The SDK's messages.count_tokens (404 before) counts the prompt /v1/messages builds: the same number its
     usage reports, with system, tools and the model's own template (rendered path) or the engine's (native)."""
     claude = anthropic.Anthropic(base_url=server.url, api_key="x", max_retries=0, timeout=120)
-    model = _native(server) if native else MODEL
+    model = native_tools_model(server, "native-fidelity") if native else MODEL
     tool = {"name": "lookup", "description": "Look a word up", "input_schema": {
         "type": "object", "properties": {"word": {"type": "string"}}, "required": ["word"]}}
     cases: list[dict[str, Any]] = [

@@ -12,30 +12,12 @@ import ollama
 import pytest
 
 from corral.store import manifest as mf
-from corral.store.names import parse_name
 from corral.store.store import Store
-from tests.conftest import MODEL, ServerProcess, running_server
+from tests.conftest import MODEL, ServerProcess, derive, running_server
 
 pytestmark = pytest.mark.e2e
 
 GREEDY = {"temperature": 0, "num_predict": 20}
-
-
-def derive(server: ServerProcess, name: str, *, drop: tuple[str, ...] = (), add: dict[str, bytes] | None = None,
-           weights: bytes | None = None) -> None:
-    """Write a variant of the bundled model into the server's store: layers dropped, added or weights replaced."""
-    store = Store(server.models)
-    record = store.read_manifest(store.resolve(MODEL))
-    layers = [la for la in record.manifest.layers if la.media_type not in drop]
-    if weights is not None:
-        digest, size = store.write_bytes(weights)
-        layers = [mf.Layer(mediaType=mf.MEDIA_MODEL, digest=digest, size=size) if la.media_type == mf.MEDIA_MODEL
-                  else la for la in layers]
-    for media_type, data in (add or {}).items():
-        digest, size = store.write_bytes(data)
-        layers = [la for la in layers if la.media_type != media_type]
-        layers.append(mf.Layer(mediaType=media_type, digest=digest, size=size))
-    store.write_manifest(parse_name(name), mf.Manifest(config=record.manifest.config, layers=layers))
 
 
 def test_native_path_uses_the_ggufs_jinja_template(server: ServerProcess) -> None:

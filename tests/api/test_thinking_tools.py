@@ -7,8 +7,7 @@ import ollama
 import pytest
 
 from corral.store import manifest as mf
-from tests.api.test_paths import derive
-from tests.conftest import NO_TOOLS, ServerProcess, no_tools_model
+from tests.conftest import NO_TOOLS, ServerProcess, derive, no_tools_model
 
 pytestmark = pytest.mark.e2e
 

@@ -27,12 +27,9 @@ from corral.inference.request import InferenceRequest, Piece
 from corral.parsers.forced import ForcedCallReader, call_schema
 from corral.parsers.tools import jinja_tool_call_prefix, tool_call_prefix
 from corral.store import manifest as mf
-from corral.store.names import parse_name
-from corral.store.store import Store
 from corral.templates.gotemplate import parse
-from tests.api.test_paths import derive
 from tests.api.test_thinking_tools import TOOLS_TEMPLATE
-from tests.conftest import FIXTURES, MODEL, NO_TOOLS, ROOT, ServerProcess, no_tools_model
+from tests.conftest import FIXTURES, NO_TOOLS, ROOT, ServerProcess, derive, native_tools_model, no_tools_model
 
 TEMPLATES_DIR = FIXTURES / "ollama_templates"
 WEATHER_PARAMS: dict[str, Any] = {
@@ -250,19 +247,6 @@ def _tools_model(server: ServerProcess) -> str:
     return "tool-choice"
 
 
-def _native_tools_model(server: ServerProcess) -> str:
-    """No TEMPLATE layer (the engine applies the GGUF's Jinja template) and ``tools`` in the config's capabilities."""
-    store = Store(server.models)
-    record = store.read_manifest(store.resolve(MODEL))
-    config = json.loads(store.blob_path(record.manifest.config.digest).read_bytes())
-    config["capabilities"] = ["completion", "tools"]
-    digest, size = store.write_bytes(json.dumps(config).encode())
-    layers = [la for la in record.manifest.layers if la.media_type not in (mf.MEDIA_TEMPLATE, mf.MEDIA_SYSTEM)]
-    store.write_manifest(parse_name("native-tool-choice"), mf.Manifest(
-        config=mf.Layer(mediaType=record.manifest.config.media_type, digest=digest, size=size), layers=layers))
-    return "native-tool-choice"
-
-
 @pytest.fixture(scope="module")
 def oai(server: ServerProcess) -> openai.OpenAI:
     return openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0, timeout=120)
@@ -275,7 +259,7 @@ def claude(server: ServerProcess) -> anthropic.Anthropic:
 
 @pytest.fixture(scope="module", params=["rendered", "native"])
 def model(request: pytest.FixtureRequest, server: ServerProcess) -> str:
-    return _tools_model(server) if request.param == "rendered" else _native_tools_model(server)
+    return _tools_model(server) if request.param == "rendered" else native_tools_model(server, "native-tool-choice")
 
 
 def _valid(name: str, arguments: str | dict[str, Any]) -> dict[str, Any]:

@@ -23,8 +23,7 @@ import pytest
 from corral.store import manifest as mf
 from corral.store.names import parse_name
 from corral.store.store import Store
-from tests.api.test_paths import derive
-from tests.conftest import MODEL, SMOL_FILE, ServerProcess, bundled_file, running_server
+from tests.conftest import MODEL, SMOL_FILE, ServerProcess, bundled_file, derive, running_server
 from tests.fault_registry import serve
 from tests.vision_fixture import IMAGE_TOKENS, png_bytes, write_projector
 

@@ -11,10 +11,7 @@ import openai
 import pydantic
 import pytest
 
-from corral.store import manifest as mf
-from corral.store.names import parse_name
-from corral.store.store import Store
-from tests.conftest import MODEL, ServerProcess
+from tests.conftest import MODEL, ServerProcess, native_tools_model
 
 pytestmark = pytest.mark.e2e
 
@@ -79,19 +76,6 @@ PERSON = {"type": "object", "properties": {"name": {"type": "string"}, "age": {"
 HOT = {"temperature": 1.5, "num_predict": 256}
 
 
-def _native_model(server: ServerProcess, name: str) -> str:
-    """The bundled model without its TEMPLATE layer: chats go to the engine's /v1/chat/completions."""
-    store = Store(server.models)
-    record = store.read_manifest(store.resolve(MODEL))
-    config = json.loads(store.blob_path(record.manifest.config.digest).read_bytes())
-    config["capabilities"] = ["completion", "tools"]
-    digest, size = store.write_bytes(json.dumps(config).encode())
-    layers = [la for la in record.manifest.layers if la.media_type not in (mf.MEDIA_TEMPLATE, mf.MEDIA_SYSTEM)]
-    store.write_manifest(parse_name(name), mf.Manifest(
-        config=mf.Layer(mediaType=record.manifest.config.media_type, digest=digest, size=size), layers=layers))
-    return name
-
-
 def _check_people(texts: list[str]) -> None:
     invalid = [t for t in texts if not _parses(t)]
     extra = [t for t in texts if _parses(t) and set(json.loads(t)) != {"name", "age"}]
@@ -119,7 +103,7 @@ def test_sixteen_hot_seeds_rendered_path_no_extra_keys_no_invalid_json(server: S
 
 def test_sixteen_hot_seeds_native_path(server: ServerProcess) -> None:
     """The same through the engine's /v1/chat/completions (no Go template): the grammar goes there too."""
-    model = _native_model(server, "native-structured")
+    model = native_tools_model(server, "native-structured")
     client = ollama.Client(host=server.url)
     texts = [client.chat(model=model, messages=[{"role": "user", "content": "Tell me about a person."}],
                          format=PERSON, options={**HOT, "seed": seed}).message.content for seed in range(16)]
@@ -128,7 +112,7 @@ def test_sixteen_hot_seeds_native_path(server: ServerProcess) -> None:
 
 def test_native_path_with_tools_keeps_the_schema_closed(server: ServerProcess) -> None:
     """With tools the engine refuses a grammar, so the schema goes to llguidance rewritten (no extra keys)."""
-    model = _native_model(server, "native-structured")
+    model = native_tools_model(server, "native-structured")
     tools = [{"type": "function", "function": {"name": "lookup", "description": "Look a person up",
                                                "parameters": {"type": "object", "required": ["who"],
                                                               "properties": {"who": {"type": "string"}}}}}]
